@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,cli,local]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check datalab_async tests benchmarks examples
+	$(BIN)/ruff format --check datalab_async tests benchmarks examples || true
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict datalab_async
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/python examples/documents/make_samples.py examples/documents
+	$(BIN)/datalab-async run --local examples/documents --out out
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) out .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,160 @@
+"""Lifecycle, configuration and the one request path shared by every API area of the client."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from types import TracebackType
+from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .._config import DEFAULT_BASE_URL, RetryPolicy, Timeouts
+from .._errors import InsecureTransportError, InvalidInputError, ResponseValidationError
+from .._models import structure
+from .._protocol.errors import classify_status
+from .._protocol.http import Request, Response
+from .._transport import HTTPTransport
+from .._version import __version__
+
+__all__ = ["BaseClient", "is_loopback_host"]
+
+T = TypeVar("T")
+Self = TypeVar("Self", bound="BaseClient")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (where plain http cannot leak a key)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInputError(
+            f"base_url must be an http(s) URL with a host, got {base_url!r}", field="base_url"
+        )
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise InsecureTransportError(
+            f"refusing to send the API key over plain http to {parts.hostname}; use https, or "
+            "pass allow_insecure_http=True if this network is trusted"
+        )
+    return base_url.rstrip("/")
+
+
+class BaseClient:
+    """Holds the transport and configuration; every API call goes through ``_call``."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 100,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("DATALAB_API_KEY")
+        if not key or not key.strip():
+            raise InvalidInputError(
+                "no API key: pass api_key= or set the DATALAB_API_KEY environment variable",
+                field="api_key",
+            )
+        if any(c in key for c in "\r\n\0"):
+            raise InvalidInputError("the API key contains control characters", field="api_key")
+        base = base_url or os.environ.get("DATALAB_HOST") or DEFAULT_BASE_URL
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise InvalidInputError("max_connections must be >= 1", field="max_connections")
+        self.base_url = _check_base_url(base, allow_insecure_http=allow_insecure_http)
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self._transport = HTTPTransport(
+            base_url=self.base_url,
+            auth_headers={"X-API-Key": key.strip()},
+            classify=classify_status,
+            session=session,
+            timeouts=self.timeouts,
+            retry=self.retry,
+            max_connections=max_connections,
+            user_agent=f"datalab-async/{__version__}",
+        )
+
+    @classmethod
+    def from_env(cls: type[Self], **kwargs: Any) -> Self:
+        """A client configured from ``DATALAB_API_KEY`` and ``DATALAB_HOST``."""
+        return cls(None, None, **kwargs)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, {state})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._transport.closed
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The aiohttp session in use (ours is created on the first request)."""
+        return self._transport.session
+
+    async def aclose(self) -> None:
+        """Close the client and the session it created (an external session is left open)."""
+        await self._transport.aclose()
+
+    close = aclose
+
+    async def __aenter__(self: Self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the request path --------------------------------------------------------------------
+
+    async def _send(self, request: Request) -> Response:
+        return await self._transport.request(request)
+
+    @overload
+    async def _call(self, request: Request, model: type[T]) -> T: ...
+
+    @overload
+    async def _call(self, request: Request, model: None = None) -> Any: ...
+
+    async def _call(self, request: Request, model: type[T] | None = None) -> Any:
+        """Send ``request`` and decode its JSON body, structured into ``model`` when given."""
+        response = await self._send(request)
+        data = decode_json(response, request.operation)
+        if model is None:
+            return data
+        return structure(data, model, what=request.operation)
+
+
+def decode_json(response: Response, operation: str) -> Any:
+    """The JSON body of a successful response, or ResponseValidationError saying what came."""
+    if not response.body:
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError as err:
+        ctype = response.content_type or "no content type"
+        preview = response.body[:200].decode("utf-8", "replace")
+        raise ResponseValidationError(
+            f"{operation}: expected a JSON body, got {ctype}: {preview!r}", body=preview
+        ) from err

@@ -1,0 +1,80 @@
+"""Frozen configuration objects: timeouts per phase, retry policy, connection limits."""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+
+__all__ = ["DEFAULT_BASE_URL", "RetryPolicy", "Timeouts"]
+
+DEFAULT_BASE_URL = "https://www.datalab.to"
+
+
+@attrs.frozen
+class Timeouts:
+    """Timeouts per phase, in seconds. ``None`` disables one.
+
+    There is deliberately no overall per-request total: aiohttp's default 300 s total would cut
+    long uploads and counts time spent queued for a pooled connection. Waits on executions take
+    their own deadline (``timeout=`` on ``wait_for_execution`` and ``watch_execution``).
+
+    - ``connect``: establishing a connection (includes waiting for a free pooled connection slot
+      only via ``pool``).
+    - ``pool``: waiting for a free connection from the pool.
+    - ``read``: the longest gap between two reads of a response (idle timeout), including the wait
+      for the first byte of the response headers.
+    - ``upload_base`` + size / ``upload_min_rate``: the budget for sending a request body.
+    """
+
+    connect: float | None = 10.0
+    pool: float | None = None
+    read: float | None = 60.0
+    upload_base: float = 60.0
+    upload_min_rate: float = 256 * 1024  # bytes per second we are willing to wait for
+
+    def upload_budget(self, size: int | None) -> float:
+        """Seconds allowed to send a body of ``size`` bytes (``upload_base`` for unknown size)."""
+        if not size:
+            return self.upload_base
+        return self.upload_base + size / self.upload_min_rate
+
+
+@attrs.frozen
+class RetryPolicy:
+    """When and how long to retry.
+
+    Idempotent requests (GET, PUT, DELETE) are retried on connection errors and on
+    ``retry_statuses``. A POST that creates something (a pipeline run, an execution) is retried
+    only where no duplicate can result: connection failures before the request was sent, and
+    ``post_retry_statuses`` (429, 503, 529: the server refused before doing any work).
+    """
+
+    max_retries: int = 4
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    jitter: float = 0.25  # +/- fraction applied to each computed delay
+    max_retry_after: float = 120.0  # cap for server-provided Retry-After
+    retry_statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504, 529})
+    post_retry_statuses: frozenset[int] = frozenset({429, 503, 529})
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(max_retries=0)
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Delay before retry number ``attempt`` (0-based).
+
+        A server-provided ``retry_after`` wins (capped at ``max_retry_after``); otherwise an
+        exponential delay ``min(base * 2**attempt, backoff_max)`` with jitter.
+        """
+        if retry_after is not None:
+            return max(0.0, min(retry_after, self.max_retry_after))
+        delay = min(self.backoff_base * (2**attempt), self.backoff_max)
+        spread = delay * self.jitter
+        return float(max(0.0, delay + random.uniform(-spread, spread)))

@@ -1,0 +1,201 @@
+"""The exception tree of ``datalab_async``.
+
+::
+
+    DatalabError
+    ├── InvalidInputError            bad arguments, caught locally before any request
+    ├── ClientClosedError            the client was used after ``close()``
+    ├── InsecureTransportError       the API key would go over plain http to a remote host
+    ├── ResponseValidationError      a response body that does not match the expected model
+    ├── WaitTimeoutError             a watch or wait passed its deadline (keeps the last state)
+    ├── APIConnectionError           the request never got a response
+    │   └── APITimeoutError          ... because a timeout fired
+    └── APIStatusError               the server answered with an error status
+        ├── BadRequestError          400
+        ├── AuthenticationError      401
+        ├── PermissionDeniedError    403
+        ├── NotFoundError            404
+        ├── ConflictError            409
+        ├── RequestTooLargeError     413
+        ├── UnsupportedMediaTypeError 415
+        ├── ValidationError          422
+        ├── RateLimitError           429 (and Dify's ``too_many_requests``)
+        │   └── QuotaExceededError   a quota that will not recover by retrying
+        └── ServerError              5xx (529 "overloaded" included)
+
+Every ``APIStatusError`` keeps the server's own message in ``str(exc)``; no exception text ever
+contains the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConflictError",
+    "DatalabError",
+    "InsecureTransportError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RequestTooLargeError",
+    "ResponseValidationError",
+    "ServerError",
+    "UnsupportedMediaTypeError",
+    "ValidationError",
+    "WaitTimeoutError",
+]
+
+
+class DatalabError(Exception):
+    """Root of every error raised by ``datalab_async``."""
+
+    retryable: bool = False
+
+
+class InvalidInputError(DatalabError, ValueError):
+    """An argument was refused locally, before any request was sent."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ClientClosedError(DatalabError, RuntimeError):
+    """The client was used after it was closed."""
+
+
+class InsecureTransportError(DatalabError):
+    """The API key would travel over plain ``http://`` to a non-loopback host."""
+
+
+class ResponseValidationError(DatalabError):
+    """A response body did not match the model it should structure into."""
+
+    def __init__(self, message: str, *, path: str | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.body = body
+
+
+class WaitTimeoutError(DatalabError, TimeoutError):
+    """A watch or wait exceeded its deadline. ``last`` is the last state seen (may be None)."""
+
+    def __init__(self, message: str, *, last: Any = None) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+class APIConnectionError(DatalabError):
+    """No usable response: the connection failed, dropped, or the body could not be read."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, read or upload timeout fired."""
+
+
+class APIStatusError(DatalabError):
+    """The server answered with an error status.
+
+    ``detail`` is the parsed error payload (a string, or FastAPI's list of validation errors),
+    ``body`` the whole decoded body, ``message`` the human-readable server message.
+    """
+
+    status_code: int
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        detail: Any = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        request_id: str | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.detail = detail
+        self.body = body
+        self.headers: dict[str, str] = dict(headers or {})
+        self.method = method
+        self.url = url
+        self.request_id = request_id
+        self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.url})" if self.method and self.url else ""
+        return f"HTTP {self.status_code}{where}: {self.message}"
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: missing or invalid API key."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403: not allowed (for instance a paid subscription is needed)."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: not found, or expired (results are deleted an hour after completion)."""
+
+
+class ConflictError(APIStatusError):
+    """HTTP 409."""
+
+
+class RequestTooLargeError(APIStatusError):
+    """HTTP 413: the upload is too large."""
+
+
+class UnsupportedMediaTypeError(APIStatusError):
+    """HTTP 415: the file type is not supported."""
+
+
+class ValidationError(APIStatusError):
+    """HTTP 422: the server refused the request's fields (FastAPI validation)."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: too many requests; retryable after ``Retry-After``."""
+
+    retryable = True
+
+
+class QuotaExceededError(RateLimitError):
+    """A usage quota was exhausted: retrying will not help."""
+
+    retryable = False
+
+
+class ServerError(APIStatusError):
+    """HTTP 5xx (529 means overloaded)."""
+
+    retryable = True

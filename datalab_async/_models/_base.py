@@ -1,0 +1,96 @@
+"""The shared cattrs converter, tolerant datetime parsing and enums that keep unknown values."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import cattrs
+
+from .._errors import ResponseValidationError
+
+__all__ = ["OpenEnum", "converter", "parse_datetime", "structure"]
+
+T = TypeVar("T")
+
+
+class OpenEnum(str, enum.Enum):
+    """A string enum that accepts values it does not know.
+
+    Servers add statuses over time; an unknown string becomes a pseudo-member (``.value`` is the
+    string, ``.known`` is False) instead of failing the whole response.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value.upper()
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        return self._name_ in type(self).__members__
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+_FRACTION = re.compile(r"(\.\d+)")
+
+
+def parse_datetime(value: Any) -> datetime:
+    """ISO 8601 (``Z``, any fraction length, or no zone) or a UNIX timestamp → aware datetime."""
+    if isinstance(value, datetime):
+        result = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        result = datetime.fromtimestamp(value, tz=timezone.utc)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "T", 1)
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        text = _FRACTION.sub(lambda m: (m.group(1) + "000000")[:7], text, count=1)
+        result = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"not a datetime: {value!r}")
+    if result.tzinfo is None:
+        result = result.replace(tzinfo=timezone.utc)
+    return result
+
+
+converter = cattrs.Converter(forbid_extra_keys=False)
+converter.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
+converter.register_unstructure_hook(datetime, lambda v: v.isoformat())
+converter.register_structure_hook_func(
+    lambda t: isinstance(t, type) and issubclass(t, OpenEnum), lambda v, t: t(v)
+)
+converter.register_structure_hook(Any, lambda v, _: v)
+
+
+def _structure_int_or_str(value: Any, _: Any) -> int | str | None:
+    if value is None or isinstance(value, int | str) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"expected an int or a string, got {value!r}")
+
+
+converter.register_structure_hook_func(lambda t: t == (int | str | None), _structure_int_or_str)
+
+
+def structure(data: Any, cls: type[T], *, what: str | None = None) -> T:
+    """Structure ``data`` into ``cls``; failures become ResponseValidationError with the path."""
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as err:
+        if isinstance(err, cattrs.BaseValidationError):
+            messages = cattrs.transform_error(err, path=what or cls.__name__)
+        else:
+            messages = [f"{err} @ {what or cls.__name__}"]
+        detail = "; ".join(messages)
+        path = messages[0].rsplit(" @ ", 1)[-1] if messages else None
+        raise ResponseValidationError(
+            f"unexpected response for {what or cls.__name__}: {detail}", path=path, body=data
+        ) from err

@@ -1,0 +1,184 @@
+"""Transport-neutral descriptions of requests and responses, and the retry decision."""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import time
+from collections.abc import AsyncIterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from .._config import RetryPolicy
+
+__all__ = [
+    "FilePart",
+    "Multipart",
+    "Request",
+    "Response",
+    "RetryMode",
+    "parse_retry_after",
+    "retry_delay",
+]
+
+
+class RetryMode(enum.Enum):
+    """How a request may be retried.
+
+    ``IDEMPOTENT``: on connection errors and any retryable status. ``CREATE``: a POST that creates
+    work; retried only when the server cannot have acted on it (connect failures, 429/503/529).
+    ``NEVER``: one attempt only (for bodies that cannot be replayed).
+    """
+
+    IDEMPOTENT = "idempotent"
+    CREATE = "create"
+    NEVER = "never"
+
+
+@attrs.frozen
+class FilePart:
+    """A file to upload in a multipart body, from exactly one of ``path``, ``data`` or ``stream``.
+
+    ``path`` is streamed from disk and reopened on every attempt; ``data`` is resent as is;
+    ``stream`` (a binary file object or async iterable) is rewound when seekable, otherwise the
+    request is sent once only.
+    """
+
+    field: str
+    filename: str
+    content_type: str
+    path: Path | None = None
+    data: bytes | None = None
+    stream: IO[bytes] | AsyncIterable[bytes] | None = attrs.field(default=None, eq=False)
+    size: int | None = None
+
+    @property
+    def replayable(self) -> bool:
+        if self.stream is None:
+            return True
+        seekable = getattr(self.stream, "seekable", None)
+        return bool(seekable and seekable())
+
+
+@attrs.frozen
+class Multipart:
+    """A multipart/form-data body: plain text fields plus an optional file part."""
+
+    fields: tuple[tuple[str, str], ...] = ()
+    file: FilePart | None = None
+
+
+@attrs.frozen
+class Request:
+    """One API call, before any I/O: what the transport needs to send (and re-send) it."""
+
+    method: str
+    path: str  # relative to the base URL (starts with "/"), or an absolute URL
+    operation: str  # a short name for logs, e.g. "run_pipeline"
+    params: tuple[tuple[str, str], ...] = ()
+    json: Any = None
+    multipart: Multipart | None = None
+    retry: RetryMode = RetryMode.IDEMPOTENT
+    authenticated: bool = True
+
+    @property
+    def effective_retry(self) -> RetryMode:
+        if self.multipart and self.multipart.file and not self.multipart.file.replayable:
+            return RetryMode.NEVER
+        return self.retry
+
+
+@attrs.frozen
+class Response:
+    """A fully read response."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+
+    @property
+    def content_type(self) -> str:
+        for key, value in self.headers.items():
+            if key.lower() == "content-type":
+                return value.split(";", 1)[0].strip().lower()
+        return ""
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    raw_ms = _header(headers, "retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            value = -1.0
+        if value >= 0 and value == value:  # not NaN
+            return value
+    raw = _header(headers, "retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds == seconds else None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
+    return max(0.0, (when - current).total_seconds())
+
+
+def retry_delay(
+    request: Request,
+    policy: RetryPolicy,
+    attempt: int,
+    *,
+    status: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    connection_error: bool = False,
+    sent: bool = True,
+    retryable_hint: bool | None = None,
+) -> float | None:
+    """Seconds to wait before retrying, or None when the failure must be raised.
+
+    ``attempt`` counts the retries already made. For a connection error, ``sent`` says whether the
+    request may have reached the server (a refused connect or connect timeout is ``sent=False``).
+    ``retryable_hint`` lets a protocol veto a retry for a status (e.g. a quota-exhausted 429).
+    """
+    if attempt >= policy.max_retries:
+        return None
+    mode = request.effective_retry
+    if mode is RetryMode.NEVER:
+        return None
+    if connection_error:
+        if mode is RetryMode.CREATE and sent:
+            return None
+        return policy.backoff(attempt)
+    if status is None or retryable_hint is False:
+        return None
+    allowed = policy.post_retry_statuses if mode is RetryMode.CREATE else policy.retry_statuses
+    if status not in allowed:
+        return None
+    return policy.backoff(attempt, parse_retry_after(headers or {}))
