@@ -14,7 +14,6 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check datalab_async tests benchmarks examples
-	$(BIN)/ruff format --check datalab_async tests benchmarks examples || true
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict datalab_async

@@ -28,7 +28,7 @@ from ._errors import (
     InvalidInputError,
     RateLimitError,
 )
-from ._protocol.http import Multipart, Request, Response, retry_delay
+from ._protocol.http import FilePart, Multipart, Request, Response, retry_delay
 
 __all__ = ["Classifier", "HTTPTransport", "RetryObserver"]
 
@@ -69,15 +69,21 @@ def _loggable(url: str) -> str:
 class _Attempt:
     """One attempt's request body, rebuilt from the ``Request`` each time and closed after."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, stream_starts: dict[int, int] | None = None) -> None:
         self.request = request
         self._opened: list[IO[bytes]] = []
         self.size: int | None = None
+        self.headers: dict[str, str] = {}
+        # Where each caller-supplied seekable stream started, kept across attempts to rewind it.
+        self._stream_starts = stream_starts if stream_starts is not None else {}
 
     async def body(self) -> dict[str, Any]:
         req = self.request
         if req.multipart is not None:
             return {"data": await self._form(req.multipart)}
+        if req.raw is not None:
+            self.headers["Content-Type"] = req.raw.content_type
+            return {"data": await self._file_value(req.raw)}
         if req.json is not None:
             return {"json": req.json}
         return {}
@@ -87,32 +93,28 @@ class _Attempt:
         for name, text in multipart.fields:
             form.add_field(name, text)
         part = multipart.file
-        if part is None:
-            return form
-        value: Any
+        if part is not None:
+            value = await self._file_value(part)
+            form.add_field(
+                part.field, value, filename=part.filename, content_type=part.content_type
+            )
+        return form
+
+    async def _file_value(self, part: FilePart) -> Any:
+        """The part's content for aiohttp: an open file (streamed), bytes, or the stream rewound."""
+        self.size = part.size
         if part.path is not None:
             # aiohttp streams an open file in 64 KiB reads from a thread, with a Content-Length.
             handle = await asyncio.to_thread(part.path.open, "rb")
             self._opened.append(handle)
-            value = handle
-        elif part.data is not None:
-            value = part.data
-        else:
-            stream = part.stream
-            seek = getattr(stream, "seek", None)
-            if seek is not None and part.replayable:
-                start = getattr(stream, "_datalab_start", None)
-                if start is None:
-                    start = stream.tell()  # type: ignore[union-attr]
-                    try:
-                        stream._datalab_start = start  # type: ignore[union-attr]
-                    except AttributeError:
-                        pass
-                seek(start)
-            value = stream
-        self.size = part.size
-        form.add_field(part.field, value, filename=part.filename, content_type=part.content_type)
-        return form
+            return handle
+        if part.data is not None:
+            return part.data
+        stream = part.stream
+        if part.replayable:
+            start = self._stream_starts.setdefault(id(stream), stream.tell())  # type: ignore[union-attr]
+            stream.seek(start)  # type: ignore[union-attr]
+        return stream
 
     def close(self) -> None:
         for handle in self._opened:
@@ -206,12 +208,14 @@ class HTTPTransport:
             return dict(self._auth_headers)
         return {}
 
-    async def _send(self, request: Request) -> tuple[aiohttp.ClientResponse, _Attempt]:
+    async def _send(
+        self, request: Request, stream_starts: dict[int, int]
+    ) -> tuple[aiohttp.ClientResponse, _Attempt]:
         """One attempt, following redirects by hand. The caller must release the response."""
         session = self._get_session()
         url = self.url_for(request)
         params: list[tuple[str, str]] | None = list(request.params) or None
-        attempt = _Attempt(request)
+        attempt = _Attempt(request, stream_starts)
         try:
             for _ in range(self._max_redirects + 1):
                 kwargs = await attempt.body()
@@ -219,7 +223,7 @@ class HTTPTransport:
                     attempt.request.method,
                     url,
                     params=params,
-                    headers=self._headers_for(url, request),
+                    headers={**self._headers_for(url, request), **attempt.headers},
                     timeout=self._client_timeout(attempt.size, "data" in kwargs),
                     allow_redirects=False,
                     **kwargs,
@@ -236,7 +240,7 @@ class HTTPTransport:
                     without_body = attrs.evolve(request, method="GET", json=None, multipart=None)
                     attempt = _Attempt(without_body)
                 else:
-                    attempt = _Attempt(attempt.request)
+                    attempt = _Attempt(attempt.request, stream_starts)
             raise APIConnectionError(
                 f"too many redirects for {request.operation}",
                 method=request.method,
@@ -246,120 +250,108 @@ class HTTPTransport:
             attempt.close()
             raise
 
-    async def _attempt(self, request: Request) -> tuple[aiohttp.ClientResponse, _Attempt]:
-        """One attempt with aiohttp's exceptions mapped onto ours (``sent`` tells ambiguity)."""
+    def _failure(self, request: Request, err: BaseException) -> _ConnectFailure | None:
+        """aiohttp's exception as ours; ``sent`` says whether the server may have acted on it."""
         url = _loggable(self.url_for(request))
-        try:
-            return await self._send(request)
-        except aiohttp.ConnectionTimeoutError as err:
-            raise _ConnectFailure(
-                APITimeoutError(
-                    f"timed out connecting for {request.operation}", method=request.method, url=url
-                ),
-                sent=False,
-            ) from err
-        except aiohttp.ClientConnectorError as err:
-            raise _ConnectFailure(
-                APIConnectionError(
-                    f"could not connect for {request.operation}: {err.os_error}",
-                    method=request.method,
-                    url=url,
-                ),
-                sent=False,
-            ) from err
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as err:
-            raise _ConnectFailure(
-                APITimeoutError(
-                    f"timed out waiting for the response to {request.operation}",
-                    method=request.method,
-                    url=url,
-                ),
-                sent=True,
-            ) from err
-        except (aiohttp.ClientError, OSError) as err:
-            raise _ConnectFailure(
-                APIConnectionError(
-                    f"connection failed during {request.operation}: {type(err).__name__}"
-                    + (f": {err}" if str(err) else ""),
-                    method=request.method,
-                    url=url,
-                ),
-                sent=True,
-            ) from err
-        except ValueError as err:
-            if "URL" in str(err) or isinstance(err, aiohttp.InvalidURL):
-                raise InvalidInputError(f"invalid URL for {request.operation}: {url}") from err
-            raise
+        op, method = request.operation, request.method
+        if isinstance(err, aiohttp.ConnectionTimeoutError):
+            error: APIConnectionError = APITimeoutError(
+                f"timed out connecting for {op}", method=method, url=url
+            )
+            return _ConnectFailure(error, sent=False)
+        if isinstance(err, aiohttp.ClientConnectorError):
+            error = APIConnectionError(
+                f"could not connect for {op}: {err.os_error}", method=method, url=url
+            )
+            return _ConnectFailure(error, sent=False)
+        if isinstance(err, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+            error = APITimeoutError(
+                f"timed out waiting for the response to {op}", method=method, url=url
+            )
+            return _ConnectFailure(error, sent=True)
+        if isinstance(err, aiohttp.ClientError | OSError):
+            text = f": {err}" if str(err) else ""
+            error = APIConnectionError(
+                f"connection failed during {op}: {type(err).__name__}{text}",
+                method=method,
+                url=url,
+            )
+            return _ConnectFailure(error, sent=True)
+        return None
 
-    async def _with_retries(
-        self,
-        request: Request,
-        consume: Callable[[aiohttp.ClientResponse], Awaitable[Any]],
-        *,
-        stream: bool,
-    ) -> Any:
+    def connection_error(self, request: Request, err: BaseException) -> APIConnectionError | None:
+        """Map an aiohttp error raised while reading a streamed body onto our exceptions."""
+        mapped = self._failure(request, err)
+        return mapped.error if mapped is not None else None
+
+    async def _attempt(
+        self, request: Request, *, stream: bool, stream_starts: dict[int, int]
+    ) -> _Outcome:
+        """Send once; read the body unless streaming a success. Never leaves a response open
+        except the one it returns for a successful stream."""
+        started = time.monotonic()
+        try:
+            response, attempt = await self._send(request, stream_starts)
+        except aiohttp.InvalidURL as err:
+            raise InvalidInputError(f"invalid URL for {request.operation}") from err
+        try:
+            logger.debug(
+                "%s %s -> %d in %.0f ms",
+                request.method,
+                _loggable(str(response.url)),
+                response.status,
+                (time.monotonic() - started) * 1000,
+            )
+            if stream and response.status < 400:
+                return _Outcome(response, None)
+            body = await response.read()
+            return _Outcome(response, body)
+        finally:
+            attempt.close()
+            if not (stream and response.status < 400):
+                response.release()
+
+    async def _with_retries(self, request: Request, *, stream: bool) -> _Outcome:
+        """Attempts until success or a failure the retry policy will not retry."""
         retries = 0
+        stream_starts: dict[int, int] = {}
         while True:
-            started = time.monotonic()
             failure: APIStatusError | APIConnectionError
             try:
-                response, attempt = await self._attempt(request)
-            except _ConnectFailure as cf:
-                failure = cf.error
+                outcome = await self._attempt(request, stream=stream, stream_starts=stream_starts)
+            except Exception as err:
+                mapped = self._failure(request, err)
+                if mapped is None:
+                    raise
+                failure = mapped.error
                 delay = retry_delay(
-                    request, self.retry, retries, connection_error=True, sent=cf.sent
+                    request, self.retry, retries, connection_error=True, sent=mapped.sent
                 )
-                logger.debug(
-                    "%s %s failed: %s (attempt %d)",
-                    request.method,
-                    cf.error.url,
-                    cf.error,
-                    retries + 1,
+                logger.debug("%s %s failed: %s", request.method, failure.url, failure)
+                if delay is None:
+                    raise failure from err
+            else:
+                response = outcome.response
+                if response.status < 400:
+                    return outcome
+                failure = self._classify(
+                    response.status,
+                    dict(response.headers),
+                    outcome.body or b"",
+                    method=request.method,
+                    url=_loggable(str(response.url)),
+                )
+                hint = failure.retryable if isinstance(failure, RateLimitError) else None
+                delay = retry_delay(
+                    request,
+                    self.retry,
+                    retries,
+                    status=response.status,
+                    headers=dict(response.headers),
+                    retryable_hint=hint,
                 )
                 if delay is None:
-                    raise cf.error from cf.__cause__
-            else:
-                try:
-                    elapsed = (time.monotonic() - started) * 1000
-                    logger.debug(
-                        "%s %s -> %d in %.0f ms (attempt %d)",
-                        request.method,
-                        _loggable(str(response.url)),
-                        response.status,
-                        elapsed,
-                        retries + 1,
-                    )
-                    if response.status < 400:
-                        return await consume(response)
-                    raw = await response.read()
-                    failure = self._classify(
-                        response.status,
-                        dict(response.headers),
-                        raw,
-                        method=request.method,
-                        url=_loggable(str(response.url)),
-                    )
-                    hint = failure.retryable if isinstance(failure, RateLimitError) else None
-                    delay = retry_delay(
-                        request,
-                        self.retry,
-                        retries,
-                        status=response.status,
-                        headers=dict(response.headers),
-                        retryable_hint=hint,
-                    )
-                    if delay is None:
-                        raise failure
-                except aiohttp.ClientError as err:
-                    raise APIConnectionError(
-                        f"reading the response to {request.operation} failed: {err}",
-                        method=request.method,
-                        url=_loggable(str(response.url)),
-                    ) from err
-                finally:
-                    if not stream:
-                        response.release()
-                    attempt.close()
+                    raise failure
             logger.debug(
                 "retrying %s %s in %.2f s after %s (retry %d of %d)",
                 request.method,
@@ -376,31 +368,22 @@ class HTTPTransport:
 
     async def request(self, request: Request) -> Response:
         """Send ``request`` (with retries) and return the fully read response (status < 400)."""
-
-        async def read_all(response: aiohttp.ClientResponse) -> Response:
-            body = await response.read()
-            return Response(
-                status=response.status,
-                headers=dict(response.headers),
-                body=body,
-                url=str(response.url),
-            )
-
-        result: Response = await self._with_retries(request, read_all, stream=False)
-        return result
+        outcome = await self._with_retries(request, stream=False)
+        return Response(
+            status=outcome.response.status,
+            headers=dict(outcome.response.headers),
+            body=outcome.body or b"",
+            url=str(outcome.response.url),
+        )
 
     @asynccontextmanager
     async def stream(self, request: Request) -> AsyncIterator[aiohttp.ClientResponse]:
         """Open a streamed response (retrying until a non-error status) and always release it.
 
         The body is read by the caller; leaving the block early closes the connection instead of
-        returning a half-read one to the pool.
+        returning a half-read one to the pool. Errors while reading are the caller's to map.
         """
-
-        async def keep(response: aiohttp.ClientResponse) -> aiohttp.ClientResponse:
-            return response
-
-        response: aiohttp.ClientResponse = await self._with_retries(request, keep, stream=True)
+        response = (await self._with_retries(request, stream=True)).response
         try:
             yield response
         finally:
@@ -408,6 +391,12 @@ class HTTPTransport:
                 response.release()
             else:
                 response.close()
+
+
+@attrs.frozen
+class _Outcome:
+    response: aiohttp.ClientResponse
+    body: bytes | None
 
 
 class _ConnectFailure(Exception):

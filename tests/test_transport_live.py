@@ -231,3 +231,38 @@ def test_env_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(InvalidInputError, match="DATALAB_API_KEY"):
         AsyncDatalabClient()
+
+
+async def test_seekable_stream_is_rewound_on_retry(scripted: ScriptedServer) -> None:
+    import io
+
+    bodies: list[bytes] = []
+
+    async def run(request: web.Request) -> web.Response:
+        form = await request.post()
+        bodies.append(form["file"].file.read())  # type: ignore[union-attr]
+        if len(bodies) == 1:
+            return web.json_response({"detail": "busy"}, status=503)
+        return web.json_response(EXECUTION)
+
+    scripted.route("POST", RUN, run)
+    await scripted.start()
+    stream = io.BytesIO(b"HEADER%PDF-1.4 body")
+    stream.seek(6)  # the upload starts where the caller left the stream
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=FAST) as client:
+        await client.run_pipeline("pl_1", file=stream, filename="a.pdf")
+    assert bodies == [b"%PDF-1.4 body", b"%PDF-1.4 body"]
+
+
+async def test_non_replayable_stream_is_sent_once(scripted: ScriptedServer) -> None:
+    scripted.route("POST", RUN, sequence(json_response({"detail": "busy"}, 503)))
+    await scripted.start()
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b"%PDF-1.4 "
+        yield b"more"
+
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=FAST) as client:
+        with pytest.raises(ServerError, match="busy"):
+            await client.run_pipeline("pl_1", file=chunks(), filename="a.pdf")
+    assert scripted.count("POST", RUN) == 1

@@ -82,12 +82,20 @@ class Request:
     params: tuple[tuple[str, str], ...] = ()
     json: Any = None
     multipart: Multipart | None = None
+    raw: FilePart | None = None  # a raw body (e.g. a PUT to a presigned upload URL)
     retry: RetryMode = RetryMode.IDEMPOTENT
     authenticated: bool = True
 
     @property
+    def file(self) -> FilePart | None:
+        """The file this request uploads, if any."""
+        if self.raw is not None:
+            return self.raw
+        return self.multipart.file if self.multipart is not None else None
+
+    @property
     def effective_retry(self) -> RetryMode:
-        if self.multipart and self.multipart.file and not self.multipart.file.replayable:
+        if self.file is not None and not self.file.replayable:
             return RetryMode.NEVER
         return self.retry
 
