@@ -1,0 +1,528 @@
+"""``AsyncDifyKnowledgeClient``: Dify knowledge pipelines over the shared HTTP transport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import anyio
+
+from .._config import RetryPolicy, Timeouts
+from .._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
+    InsecureTransportError,
+    InvalidInputError,
+    ResponseValidationError,
+    WaitTimeoutError,
+)
+from .._protocol.http import Request
+from .._protocol.sse import SSEDecoder
+from .._transport import HTTPTransport
+from ._events import DifyEvent, ErrorEvent, WorkflowFinished, parse_event
+from ._models import (
+    DatasourcePlugin,
+    IndexingStatus,
+    IndexingStatusChanged,
+    PipelineRunResult,
+    PublishedRun,
+    UploadedFile,
+    structure,
+)
+from ._protocol import (
+    DEFAULT_DIFY_BASE_URL,
+    auth_headers,
+    classify_dify_error,
+    datasource_plugins_request,
+    indexing_status_request,
+    is_event_stream,
+    parse_run_response,
+    run_pipeline_request,
+    upload_file_request,
+    validate_run_arguments,
+)
+
+__all__ = ["AsyncDifyKnowledgeClient", "PipelineRunStream", "error_from_event"]
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _normalise_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise InvalidInputError("base_url must be a non-empty URL", field="base_url")
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInputError(
+            f"base_url {base_url!r} must be an http(s):// URL", field="base_url"
+        )
+    if parts.scheme == "http" and (parts.hostname or "") not in _LOOPBACK:
+        if not allow_insecure_http:
+            raise InsecureTransportError(
+                f"refusing to send the API key over plain http to {parts.hostname}; use https "
+                "or pass allow_insecure_http=True"
+            )
+    path = parts.path.rstrip("/")
+    if not path:
+        path = "/v1"  # a bare host: Dify's service API lives under /v1
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def error_from_event(event: ErrorEvent) -> APIStatusError:
+    """The exception matching an in-stream ``error`` event (same mapping as HTTP errors)."""
+    status = event.status if isinstance(event.status, int) and event.status >= 400 else 500
+    body = {"code": event.code, "message": event.message or "pipeline run failed"}
+    return classify_dify_error(status, {}, json.dumps(body).encode())
+
+
+class PipelineRunStream:
+    """The events of one pipeline run, from ``client.stream_pipeline_run(...)``.
+
+    Use it as ``async with ... as stream: async for event in stream``. The HTTP response is
+    released when the stream ends, when the ``async with`` block is left (``break``, an
+    exception, a cancellation) or on ``aclose()``. Pings are skipped; ``ErrorEvent`` is yielded
+    and the stream ends after it.
+
+    The server decides the shape from the request: a published run answers JSON even when
+    streaming was asked, and then the stream yields nothing and ``result`` holds the
+    ``PublishedRun``. After a ``workflow_finished`` event, ``result`` is the
+    ``PipelineRunResult``.
+    """
+
+    def __init__(
+        self,
+        transport: HTTPTransport,
+        request: Request,
+        *,
+        idle_timeout: float | None,
+    ) -> None:
+        self._transport = transport
+        self._request = request
+        self._idle_timeout = idle_timeout
+        self._stack: AsyncExitStack | None = None
+        self._response: aiohttp.ClientResponse | None = None
+        self._decoder = SSEDecoder()
+        self._pending: deque[DifyEvent] = deque()
+        self._entered = False
+        self._done = False
+        self.result: PipelineRunResult | PublishedRun | None = None
+        self.is_event_stream = False
+        self.task_id: str | None = None
+        self.workflow_run_id: str | None = None
+
+    async def __aenter__(self) -> PipelineRunStream:
+        if self._entered:
+            raise RuntimeError("a PipelineRunStream can only be entered once")
+        self._entered = True
+        stack = AsyncExitStack()
+        try:
+            response = await stack.enter_async_context(self._transport.stream(self._request))
+            if is_event_stream(response.headers.get("Content-Type")):
+                self.is_event_stream = True
+                self._response = response
+                self._stack = stack
+                return self
+            raw = await self._read(response, whole=True)
+            try:
+                body = json.loads(raw)
+            except ValueError as err:
+                ctype = response.headers.get("Content-Type", "")
+                raise ResponseValidationError(
+                    f"run_pipeline answered {ctype or 'no content type'}, neither JSON nor an "
+                    "event stream",
+                    body=raw[:2000].decode("utf-8", "replace"),
+                ) from err
+            self.result = parse_run_response(body)
+            self._done = True
+        finally:
+            if self._stack is None:
+                await stack.aclose()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the HTTP response (idempotent)."""
+        self._done = True
+        self._response = None
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def __aiter__(self) -> PipelineRunStream:
+        if not self._entered:
+            raise RuntimeError(
+                "use `async with client.stream_pipeline_run(...) as stream: async for e in stream`"
+            )
+        return self
+
+    async def __anext__(self) -> DifyEvent:
+        while not self._pending:
+            if self._done or self._response is None:
+                raise StopAsyncIteration
+            chunk = await self._read(self._response, whole=False)
+            if chunk:
+                frames = self._decoder.feed(chunk)
+            else:
+                frames = self._decoder.close()
+                await self.aclose()  # end of stream: give the connection back now
+            for frame in frames:
+                event = parse_event(frame)
+                if event is None:
+                    continue
+                self._observe(event)
+                self._pending.append(event)
+        return self._pending.popleft()
+
+    def _observe(self, event: DifyEvent) -> None:
+        self.task_id = self.task_id or event.task_id
+        self.workflow_run_id = self.workflow_run_id or event.workflow_run_id
+        if isinstance(event, WorkflowFinished):
+            self.result = PipelineRunResult(
+                data=event.data, task_id=event.task_id, workflow_run_id=event.workflow_run_id
+            )
+
+    async def _read(self, response: aiohttp.ClientResponse, *, whole: bool) -> bytes:
+        """One read with the idle timeout; aiohttp failures become our connection errors."""
+        url = str(response.url.with_query(None))
+        try:
+            with anyio.fail_after(self._idle_timeout):
+                if whole:
+                    return await response.read()
+                return await response.content.readany()
+        except aiohttp.ServerTimeoutError as err:  # aiohttp's own per-read timeout (timeouts.read)
+            raise APITimeoutError(
+                "reading the pipeline run timed out (timeouts.read)", method="POST", url=url
+            ) from err
+        except (TimeoutError, asyncio.TimeoutError) as err:  # distinct classes before 3.11
+            raise APITimeoutError(
+                f"no data from the pipeline run for {self._idle_timeout} s (idle read timeout)",
+                method="POST",
+                url=url,
+            ) from err
+        except (aiohttp.ClientError, OSError) as err:
+            raise APIConnectionError(
+                f"the pipeline run stream broke: {type(err).__name__}"
+                + (f": {err}" if str(err) else ""),
+                method="POST",
+                url=url,
+            ) from err
+
+
+class AsyncDifyKnowledgeClient:
+    """Async client for Dify knowledge pipelines (dataset API key, ``Authorization: Bearer``).
+
+    ::
+
+        async with AsyncDifyKnowledgeClient(api_key, "https://api.dify.ai/v1") as dify:
+            upload = await dify.upload_pipeline_file("report.pdf")
+            (plugin,) = await dify.list_datasource_plugins(dataset_id)
+            run = await dify.run_pipeline(
+                dataset_id,
+                datasource_type="local_file",
+                datasource_info_list=[upload.datasource_item()],
+                start_node_id=plugin.node_id,
+                is_published=True,
+            )
+            async for change in dify.watch_indexing(dataset_id, run):
+                print(change.document_id, change.old, "->", change.new)
+
+    ``api_key`` and ``base_url`` default to the ``DIFY_API_KEY`` and ``DIFY_BASE_URL`` environment
+    variables (``base_url`` then to ``https://api.dify.ai/v1``). An ``aiohttp.ClientSession``
+    passed as ``session`` is used as is and never closed by the client; otherwise the client
+    creates its own and closes it in ``aclose()`` / ``async with``. A closed client raises
+    ``ClientClosedError``.
+
+    ``stream_idle_timeout`` (default 30 s, Dify pings every 10 s) bounds the gap between two reads
+    of a streamed run; it cannot exceed ``timeouts.read``, which aiohttp applies to every read.
+    A blocking draft run answers only when the run ends: give ``timeouts.read`` room for it.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        stream_idle_timeout: float | None = 30.0,
+        max_upload_bytes: int = 15 * 1024 * 1024,
+        max_connections: int = 100,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("DIFY_API_KEY")
+        if not key:
+            raise InvalidInputError(
+                "no API key: pass api_key or set DIFY_API_KEY (a Dify dataset API key)",
+                field="api_key",
+            )
+        url = base_url or os.environ.get("DIFY_BASE_URL") or DEFAULT_DIFY_BASE_URL
+        if stream_idle_timeout is not None and stream_idle_timeout <= 0:
+            raise InvalidInputError(
+                "stream_idle_timeout must be positive or None", field="stream_idle_timeout"
+            )
+        secret = key.strip()
+
+        def classify(
+            status: int,
+            headers: Mapping[str, str],
+            raw_body: bytes,
+            *,
+            method: str | None = None,
+            url: str | None = None,
+        ) -> APIStatusError:
+            return classify_dify_error(
+                status, headers, raw_body, method=method, url=url, secrets=(secret,)
+            )
+
+        self.base_url = _normalise_base_url(url, allow_insecure_http=allow_insecure_http)
+        self.stream_idle_timeout = stream_idle_timeout
+        self.max_upload_bytes = max_upload_bytes
+        self._transport = HTTPTransport(
+            base_url=self.base_url,
+            auth_headers=auth_headers(key),
+            classify=classify,
+            session=session,
+            timeouts=timeouts,
+            retry=retry,
+            max_connections=max_connections,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncDifyKnowledgeClient(base_url={self.base_url!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True after ``aclose()``."""
+        return self._transport.closed
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The aiohttp session in use (None before the first request if we own it)."""
+        return self._transport.session
+
+    async def aclose(self) -> None:
+        """Close the client (and its session, when the client created it)."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncDifyKnowledgeClient:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._transport.closed:
+            raise ClientClosedError("this AsyncDifyKnowledgeClient is closed; create a new one")
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def upload_pipeline_file(self, path: str | os.PathLike[str]) -> UploadedFile:
+        """Upload a local file for a pipeline run; ``.datasource_item()`` makes the run item.
+
+        The file is streamed from disk (reopened if the upload is retried).
+        """
+        self._check_open()
+        request = upload_file_request(path, max_bytes=self.max_upload_bytes)
+        response = await self._transport.request(request)
+        return structure(self._json(response.body, "upload_pipeline_file"), UploadedFile)
+
+    async def list_datasource_plugins(
+        self, dataset_id: str, *, is_published: bool = True
+    ) -> list[DatasourcePlugin]:
+        """The pipeline's datasource nodes; a node's ``node_id`` is a run's ``start_node_id``."""
+        self._check_open()
+        request = datasource_plugins_request(dataset_id, is_published=is_published)
+        response = await self._transport.request(request)
+        body = self._json(response.body, "list_datasource_plugins")
+        if isinstance(body, Mapping) and isinstance(body.get("data"), list):
+            body = body["data"]  # tolerate a paginated envelope
+        return structure(body, list[DatasourcePlugin])
+
+    async def run_pipeline(
+        self,
+        dataset_id: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        datasource_type: str,
+        datasource_info_list: Sequence[Mapping[str, Any]],
+        start_node_id: str,
+        is_published: bool,
+        response_mode: str = "blocking",
+    ) -> PipelineRunResult | PublishedRun:
+        """Run the knowledge pipeline and return its outcome.
+
+        A published run returns a ``PublishedRun`` (follow it with ``watch_indexing``). A draft
+        run returns the ``PipelineRunResult``; with ``response_mode="streaming"`` the event
+        stream is read to its end (use ``stream_pipeline_run`` to see the events). An ``error``
+        event in the stream raises the matching ``APIStatusError``. The answer's Content-Type,
+        not ``response_mode``, decides how it is read.
+        """
+        stream = self.stream_pipeline_run(
+            dataset_id,
+            inputs=inputs,
+            datasource_type=datasource_type,
+            datasource_info_list=datasource_info_list,
+            start_node_id=start_node_id,
+            is_published=is_published,
+            response_mode=response_mode,
+        )
+        async with stream:
+            async for event in stream:
+                if isinstance(event, ErrorEvent):
+                    raise error_from_event(event)
+        if stream.result is None:
+            raise APIConnectionError(
+                "the pipeline run stream ended before its workflow_finished event",
+                method="POST",
+                url=f"{self.base_url}/datasets/{dataset_id}/pipeline/run",
+            )
+        return stream.result
+
+    def stream_pipeline_run(
+        self,
+        dataset_id: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        datasource_type: str,
+        datasource_info_list: Sequence[Mapping[str, Any]],
+        start_node_id: str,
+        is_published: bool = False,
+        response_mode: str = "streaming",
+    ) -> PipelineRunStream:
+        """Start a run and stream its events: ``async with ... as stream: async for e in stream``.
+
+        Arguments are checked here, before any request. See ``PipelineRunStream``.
+        """
+        self._check_open()
+        body = validate_run_arguments(
+            inputs=inputs,
+            datasource_type=datasource_type,
+            datasource_info_list=datasource_info_list,
+            start_node_id=start_node_id,
+            is_published=is_published,
+            response_mode=response_mode,
+        )
+        request = run_pipeline_request(dataset_id, body)
+        return PipelineRunStream(self._transport, request, idle_timeout=self.stream_idle_timeout)
+
+    async def get_indexing_status(self, dataset_id: str, batch: str) -> list[IndexingStatus]:
+        """The current indexing status of every document of a published run's batch."""
+        self._check_open()
+        response = await self._transport.request(indexing_status_request(dataset_id, batch))
+        body = self._json(response.body, "indexing_status")
+        if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
+            raise ResponseValidationError(
+                "indexing status answer has no 'data' list", path="$.data", body=body
+            )
+        return structure(body["data"], list[IndexingStatus])
+
+    async def watch_indexing(
+        self,
+        dataset_id: str,
+        batch: str | PublishedRun,
+        *,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        # A deadline spanning the generator's yields, raising WaitTimeoutError with the last state:
+        # the caller cannot get that from wrapping the loop in anyio.fail_after.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncIterator[IndexingStatusChanged]:
+        """Yield each document's indexing status changes until all are completed or in error.
+
+        ``batch`` is a batch id or the ``PublishedRun`` itself (whose document statuses then
+        count as already seen). Polls start every ``poll_interval`` seconds and back off by 1.5x
+        up to ``max_poll_interval`` while nothing changes. Past ``timeout`` seconds,
+        ``WaitTimeoutError`` is raised with the last statuses in ``.last``. Safe to abandon with
+        ``break``: no connection is held between polls.
+        """
+        self._check_open()
+        if poll_interval <= 0 or max_poll_interval < poll_interval:
+            raise InvalidInputError(
+                "need 0 < poll_interval <= max_poll_interval", field="poll_interval"
+            )
+        if timeout is not None and timeout <= 0:
+            raise InvalidInputError("timeout must be positive or None", field="timeout")
+        seen: dict[str, str | None] = {}
+        batch_id: str
+        if isinstance(batch, PublishedRun):
+            batch_id = batch.batch
+            seen = {doc.id: doc.indexing_status for doc in batch.documents}
+        else:
+            batch_id = batch
+        indexing_status_request(dataset_id, batch_id)  # validate ids before the first poll
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        interval = poll_interval
+        last: list[IndexingStatus] = []
+        while True:
+            remaining = None if deadline is None else deadline - anyio.current_time()
+            if remaining is not None and remaining <= 0:
+                raise self._watch_timeout(timeout, last)
+            try:
+                with anyio.fail_after(remaining):
+                    last = await self.get_indexing_status(dataset_id, batch_id)
+            except TimeoutError as err:
+                raise self._watch_timeout(timeout, last) from err
+            changed = False
+            for status in last:
+                old = seen.get(status.id)
+                if status.id not in seen or old != status.indexing_status:
+                    seen[status.id] = status.indexing_status
+                    changed = True
+                    yield IndexingStatusChanged(
+                        document_id=status.id,
+                        old=old,
+                        new=status.indexing_status,
+                        document=status,
+                    )
+            if last and all(status.is_terminal for status in last):
+                return
+            interval = poll_interval if changed else min(interval * 1.5, max_poll_interval)
+            delay = interval
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - anyio.current_time()))
+            await asyncio.sleep(delay)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _watch_timeout(timeout: float | None, last: list[IndexingStatus]) -> WaitTimeoutError:
+        pending = [s.id for s in last if not s.is_terminal]
+        return WaitTimeoutError(
+            f"indexing not finished after {timeout} s ({len(pending)} document(s) pending)",
+            last=last,
+        )
+
+    @staticmethod
+    def _json(raw: bytes, operation: str) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError as err:
+            raise ResponseValidationError(
+                f"{operation} answered a body that is not JSON",
+                body=raw[:2000].decode("utf-8", "replace"),
+            ) from err

@@ -1,0 +1,275 @@
+"""Pure Dify protocol code: request builders, local validation, error classification.
+
+No I/O here. Requests are transport-neutral ``Request`` objects; the error classifier turns Dify's
+envelope ``{"code": "...", "message": "...", "status": 400}`` into our exception tree.
+
+=========  =====================================  ==============================
+HTTP       Dify ``code`` (examples)               exception
+=========  =====================================  ==============================
+400        ``invalid_param``, ``no_file_uploaded`` ``BadRequestError``
+401        ``unauthorized``                       ``AuthenticationError``
+403        ``forbidden``                          ``PermissionDeniedError``
+404        ``not_found``                          ``NotFoundError``
+413        ``file_too_large``                     ``RequestTooLargeError``
+415        ``unsupported_file_type``              ``UnsupportedMediaTypeError``
+429        ``too_many_requests``                  ``RateLimitError`` (retried)
+any        ``rate_limit_error``                   ``QuotaExceededError`` (not retried)
+5xx        ``internal_server_error``, ...         ``ServerError``
+=========  =====================================  ==============================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from .. import _errors as e
+from .._protocol.errors import decode_error_body, error_class_for
+from .._protocol.http import FilePart, Multipart, Request, RetryMode
+from .._protocol.validation import check_file, content_type_for, validate_id
+from ._models import DATASOURCE_TYPES, RESPONSE_MODES, PipelineRunResult, PublishedRun, structure
+
+__all__ = [
+    "DEFAULT_DIFY_BASE_URL",
+    "QUOTA_CODES",
+    "auth_headers",
+    "classify_dify_error",
+    "datasource_plugins_request",
+    "indexing_status_request",
+    "is_event_stream",
+    "parse_run_response",
+    "run_pipeline_request",
+    "upload_file_request",
+    "validate_run_arguments",
+]
+
+DEFAULT_DIFY_BASE_URL = "https://api.dify.ai/v1"
+QUOTA_CODES = frozenset({"rate_limit_error"})
+_MAX_MESSAGE = 2000
+
+
+def auth_headers(api_key: str) -> dict[str, str]:
+    """The ``Authorization: Bearer`` header for a dataset API key."""
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise e.InvalidInputError("api_key must be a non-empty string", field="api_key")
+    if any(c in api_key for c in "\r\n"):
+        raise e.InvalidInputError("api_key must not contain line breaks", field="api_key")
+    return {"Authorization": f"Bearer {api_key.strip()}"}
+
+
+def _segment(value: object, what: str) -> str:
+    return quote(validate_id(value, what), safe="")
+
+
+def upload_file_request(
+    path: str | os.PathLike[str], *, max_bytes: int = 15 * 1024 * 1024
+) -> Request:
+    """``POST /datasets/pipeline/file-upload`` with exactly one ``file`` part, streamed from disk.
+
+    Checks locally that the file exists, is a regular non-empty file and is at most ``max_bytes``
+    (Dify's default upload limit is 15 MB; raise it to match a self-hosted server).
+    """
+    checked, size = check_file(path, allow_any_file_type=True, max_bytes=max_bytes)
+    part = FilePart(
+        field="file",
+        filename=checked.name,
+        content_type=content_type_for(checked.name),
+        path=checked,
+        size=size,
+    )
+    return Request(
+        method="POST",
+        path="/datasets/pipeline/file-upload",
+        operation="upload_pipeline_file",
+        multipart=Multipart(file=part),
+        retry=RetryMode.CREATE,
+    )
+
+
+def datasource_plugins_request(dataset_id: str, *, is_published: bool = True) -> Request:
+    """``GET /datasets/{dataset_id}/pipeline/datasource-plugins?is_published=...``."""
+    if not isinstance(is_published, bool):
+        raise e.InvalidInputError("is_published must be a bool", field="is_published")
+    return Request(
+        method="GET",
+        path=f"/datasets/{_segment(dataset_id, 'dataset_id')}/pipeline/datasource-plugins",
+        operation="list_datasource_plugins",
+        params=(("is_published", "true" if is_published else "false"),),
+    )
+
+
+def validate_run_arguments(
+    *,
+    inputs: Mapping[str, Any] | None,
+    datasource_type: str,
+    datasource_info_list: Sequence[Mapping[str, Any]],
+    start_node_id: str,
+    is_published: bool,
+    response_mode: str,
+) -> dict[str, Any]:
+    """Check a pipeline run's arguments and return the JSON body (all keys are required)."""
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        raise e.InvalidInputError("inputs must be a mapping ({} if none)", field="inputs")
+    if datasource_type not in DATASOURCE_TYPES:
+        raise e.InvalidInputError(
+            f"datasource_type {datasource_type!r} is invalid: use one of "
+            + ", ".join(DATASOURCE_TYPES),
+            field="datasource_type",
+        )
+    if response_mode not in RESPONSE_MODES:
+        raise e.InvalidInputError(
+            f"response_mode {response_mode!r} is invalid: use streaming or blocking",
+            field="response_mode",
+        )
+    if not isinstance(is_published, bool):
+        raise e.InvalidInputError("is_published must be a bool", field="is_published")
+    if not isinstance(start_node_id, str) or not start_node_id.strip():
+        raise e.InvalidInputError("start_node_id must be a non-empty string", field="start_node_id")
+    if isinstance(datasource_info_list, (str, bytes, Mapping)) or not isinstance(
+        datasource_info_list, Iterable
+    ):
+        raise e.InvalidInputError(
+            "datasource_info_list must be a list of objects", field="datasource_info_list"
+        )
+    items = list(datasource_info_list)
+    if not items:
+        raise e.InvalidInputError(
+            "datasource_info_list must not be empty", field="datasource_info_list"
+        )
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise e.InvalidInputError(
+                f"datasource_info_list[{index}] must be an object, got {type(item).__name__}",
+                field="datasource_info_list",
+            )
+    body = {
+        "inputs": dict(inputs),
+        "datasource_type": datasource_type,
+        "datasource_info_list": [dict(item) for item in items],
+        "start_node_id": start_node_id,
+        "is_published": is_published,
+        "response_mode": response_mode,
+    }
+    try:
+        json.dumps(body)
+    except (TypeError, ValueError) as err:
+        raise e.InvalidInputError(f"the run arguments are not JSON-serialisable: {err}") from err
+    return body
+
+
+def run_pipeline_request(dataset_id: str, body: Mapping[str, Any]) -> Request:
+    """``POST /datasets/{dataset_id}/pipeline/run`` (body from ``validate_run_arguments``).
+
+    Retried only where no duplicate run can result (connect failures, 429/503/529).
+    """
+    return Request(
+        method="POST",
+        path=f"/datasets/{_segment(dataset_id, 'dataset_id')}/pipeline/run",
+        operation="run_pipeline",
+        json=dict(body),
+        retry=RetryMode.CREATE,
+    )
+
+
+def indexing_status_request(dataset_id: str, batch: str) -> Request:
+    """``GET /datasets/{dataset_id}/documents/{batch}/indexing-status``."""
+    return Request(
+        method="GET",
+        path=(
+            f"/datasets/{_segment(dataset_id, 'dataset_id')}"
+            f"/documents/{_segment(batch, 'batch')}/indexing-status"
+        ),
+        operation="indexing_status",
+    )
+
+
+def is_event_stream(content_type: str | None) -> bool:
+    """True for ``text/event-stream`` (parameters and case ignored)."""
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+
+def parse_run_response(body: Any) -> PipelineRunResult | PublishedRun:
+    """A JSON run answer: ``{batch, dataset, documents}`` (published) or a blocking result."""
+    if isinstance(body, Mapping) and "batch" in body:
+        return structure(body, PublishedRun)
+    return structure(body, PipelineRunResult)
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def classify_dify_error(
+    status: int,
+    headers: Mapping[str, str],
+    raw_body: bytes,
+    *,
+    method: str | None = None,
+    url: str | None = None,
+    secrets: Iterable[str] = (),
+) -> e.APIStatusError:
+    """The typed exception for a Dify error response.
+
+    The server's ``message`` becomes ``str(exc)`` (with any of ``secrets`` masked), ``code`` is kept
+    on ``exc.code``. ``rate_limit_error`` is a quota: ``QuotaExceededError``, never retried.
+    """
+    secrets = tuple(secrets)
+    body = decode_error_body(raw_body)
+    code: str | None = None
+    message: str | None = None
+    if isinstance(body, Mapping):
+        raw_code = body.get("code")
+        code = raw_code if isinstance(raw_code, str) and raw_code else None
+        raw_message = body.get("message", body.get("detail", body.get("error")))
+        if isinstance(raw_message, str) and raw_message.strip():
+            message = raw_message.strip()
+        elif raw_message is not None:
+            message = json.dumps(raw_message, default=str)
+    elif isinstance(body, str) and body.strip():
+        message = body.strip()
+    if message is None:
+        message = code or f"{status} error with no message"
+    elif code and code not in message:
+        message = f"{message} [{code}]"
+    if len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + "…"
+    message = _redact(message, secrets)
+    if isinstance(body, str):
+        body = _redact(body, secrets)
+
+    cls: type[e.APIStatusError]
+    retryable: bool | None = None
+    if code in QUOTA_CODES:
+        cls = e.QuotaExceededError
+        retryable = False
+    elif code == "too_many_requests":
+        cls = e.RateLimitError
+    else:
+        cls = error_class_for(status)
+    request_id = None
+    for key, value in headers.items():
+        if key.lower() in ("x-request-id", "request-id", "x-trace-id"):
+            request_id = value
+            break
+    return cls(
+        message,
+        status_code=status,
+        detail=message,
+        body=body,
+        headers={k: v for k, v in headers.items() if k.lower() != "authorization"},
+        method=method,
+        url=url,
+        request_id=request_id,
+        code=code,
+        retryable=retryable,
+    )
