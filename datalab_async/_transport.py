@@ -28,6 +28,7 @@ from ._errors import (
     InvalidInputError,
     RateLimitError,
 )
+from ._protocol.errors import redact_error
 from ._protocol.http import FilePart, Multipart, Request, Response, retry_delay
 
 __all__ = ["Classifier", "HTTPTransport", "RetryObserver"]
@@ -142,6 +143,10 @@ class HTTPTransport:
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self._auth_headers = dict(auth_headers)
+        # The credential values (and the token inside "Bearer <token>"), never to be echoed back.
+        self._secrets = tuple(
+            {v for value in auth_headers.values() for v in (value, value.split(" ", 1)[-1]) if v}
+        )
         self._classify = classify
         self._session = session
         self._owns_session = session is None
@@ -341,6 +346,7 @@ class HTTPTransport:
                     method=request.method,
                     url=_loggable(str(response.url)),
                 )
+                redact_error(failure, self._secrets)
                 hint = failure.retryable if isinstance(failure, RateLimitError) else None
                 delay = retry_delay(
                     request,

@@ -8,7 +8,14 @@ from typing import Any
 
 from .. import _errors as e
 
-__all__ = ["STATUS_ERRORS", "classify_status", "error_class_for", "message_from_body"]
+__all__ = [
+    "STATUS_ERRORS",
+    "classify_status",
+    "error_class_for",
+    "message_from_body",
+    "redact",
+    "redact_error",
+]
 
 STATUS_ERRORS: dict[int, type[e.APIStatusError]] = {
     400: e.BadRequestError,
@@ -109,3 +116,34 @@ def classify_status(
         url=url,
         request_id=request_id,
     )
+
+
+REDACTED = "***"
+
+
+def redact(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with every secret string replaced, through nested lists and mappings."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v, secrets) for v in value)
+    if isinstance(value, Mapping):
+        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
+    return value
+
+
+def redact_error(error: e.APIStatusError, secrets: tuple[str, ...]) -> e.APIStatusError:
+    """Remove secrets a server echoed back (e.g. "invalid key sk-…") from an error, in place."""
+    secrets = tuple(s for s in secrets if s)
+    if not secrets:
+        return error
+    error.message = redact(error.message, secrets)
+    error.args = tuple(redact(a, secrets) for a in error.args)
+    error.detail = redact(error.detail, secrets)
+    error.body = redact(error.body, secrets)
+    error.headers = redact(error.headers, secrets)
+    return error

@@ -18,6 +18,7 @@ from .validation import (
     validate_output_format,
     validate_page_range,
     validate_version,
+    validate_webhook_url,
 )
 
 __all__ = [
@@ -127,7 +128,7 @@ def run_pipeline(
     if skip_cache is not None:
         fields.append(("skip_cache", _bool(skip_cache)))
     if webhook_url is not None:
-        fields.append(("webhook_url", validate_file_url(webhook_url)))
+        fields.append(("webhook_url", validate_webhook_url(webhook_url)))
     if (v := validate_version(version)) is not None:
         fields.append(("version", str(v)))
     return Request(

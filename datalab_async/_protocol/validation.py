@@ -24,6 +24,7 @@ __all__ = [
     "validate_output_format",
     "validate_page_range",
     "validate_version",
+    "validate_webhook_url",
 ]
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -125,6 +126,16 @@ def validate_file_url(file_url: str) -> str:
             field="file_url",
         )
     return file_url.strip()
+
+
+def validate_webhook_url(webhook_url: str) -> str:
+    """An ``http(s)://`` URL with a host: where the server will POST on completion."""
+    parts = urlsplit(webhook_url.strip()) if isinstance(webhook_url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInputError(
+            f"webhook_url {webhook_url!r} must be an http(s):// URL", field="webhook_url"
+        )
+    return webhook_url.strip()
 
 
 def content_type_for(filename: str) -> str:
