@@ -6,7 +6,7 @@ import random
 
 import attrs
 
-__all__ = ["DEFAULT_BASE_URL", "RetryPolicy", "Timeouts"]
+__all__ = ["DEFAULT_BASE_URL", "PollPolicy", "RetryPolicy", "Timeouts"]
 
 DEFAULT_BASE_URL = "https://www.datalab.to"
 
@@ -78,3 +78,37 @@ class RetryPolicy:
         delay = min(self.backoff_base * (2**attempt), self.backoff_max)
         spread = delay * self.jitter
         return float(max(0.0, delay + random.uniform(-spread, spread)))
+
+
+@attrs.frozen
+class PollPolicy:
+    """How often to poll an execution: fast at first, then backing off with jitter to a cap.
+
+    Poll ``n`` (0-based) waits ``min(initial * factor**n, max_interval)`` seconds, spread by
+    +/- ``jitter`` (a fraction) so that many watchers do not poll in lockstep, never above
+    ``max_interval``.
+    """
+
+    initial: float = 0.25
+    factor: float = 1.5
+    max_interval: float = 5.0
+    jitter: float = 0.2
+
+    def __attrs_post_init__(self) -> None:
+        if not self.initial > 0:
+            raise ValueError("initial must be > 0")
+        if not self.factor >= 1:
+            raise ValueError("factor must be >= 1")
+        if not self.max_interval >= self.initial:
+            raise ValueError("max_interval must be >= initial")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be within [0, 1)")
+
+    def interval(self, n: int) -> float:
+        """Seconds to wait after poll number ``n`` (0-based)."""
+        try:
+            base = min(self.initial * self.factor ** max(0, n), self.max_interval)
+        except OverflowError:
+            base = self.max_interval
+        spread = base * self.jitter
+        return float(min(self.max_interval, max(0.0, base + random.uniform(-spread, spread))))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -73,13 +74,19 @@ def json_response(body: Any, status: int = 200, **headers: str) -> Callable[[], 
 def other_tasks() -> set[asyncio.Task[Any]]:
     """Client-side tasks still alive other than the current one (a leak check).
 
-    The in-process server's own connection handlers wind down on their own and are ignored.
+    In-process servers' own tasks (aiohttp's connection handlers, the local server's running
+    executions and webhooks) wind down on their own and are ignored.
     """
     current = asyncio.current_task()
-    return {
-        t
-        for t in asyncio.all_tasks()
-        if t is not current
-        and not t.done()
-        and not getattr(t.get_coro(), "__qualname__", "").startswith("RequestHandler")
-    }
+    leftover = set()
+    for task in asyncio.all_tasks():
+        if task is current or task.done():
+            continue
+        coro = task.get_coro()
+        if getattr(coro, "__qualname__", "").startswith("RequestHandler"):
+            continue
+        code = getattr(coro, "cr_code", None)
+        if code is not None and f"{os.sep}datalab_async{os.sep}local{os.sep}" in code.co_filename:
+            continue
+        leftover.add(task)
+    return leftover

@@ -12,12 +12,19 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .._config import DEFAULT_BASE_URL, RetryPolicy, Timeouts
-from .._errors import InsecureTransportError, InvalidInputError, ResponseValidationError
+from .._errors import (
+    APIConnectionError,
+    APIStatusError,
+    InsecureTransportError,
+    InvalidInputError,
+    ResponseValidationError,
+)
 from .._models import structure
 from .._protocol.errors import classify_status
 from .._protocol.http import Request, Response
 from .._transport import HTTPTransport
 from .._version import __version__
+from ._ratelimit import RateLimiter
 
 __all__ = ["BaseClient", "is_loopback_host"]
 
@@ -63,6 +70,7 @@ class BaseClient:
         retry: RetryPolicy | None = None,
         max_connections: int = 100,
         allow_insecure_http: bool = False,
+        max_requests_per_second: float | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("DATALAB_API_KEY")
         if not key or not key.strip():
@@ -78,6 +86,13 @@ class BaseClient:
         self.base_url = _check_base_url(base, allow_insecure_http=allow_insecure_http)
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
+        try:
+            self._limiter = RateLimiter(max_requests_per_second)
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(
+                f"max_requests_per_second must be > 0 (or None for no limit): {err}",
+                field="max_requests_per_second",
+            ) from err
         self._transport = HTTPTransport(
             base_url=self.base_url,
             auth_headers={"X-API-Key": key.strip()},
@@ -87,6 +102,7 @@ class BaseClient:
             retry=self.retry,
             max_connections=max_connections,
             user_agent=f"datalab-async/{__version__}",
+            on_retry=self._on_retry,
         )
 
     @classmethod
@@ -128,8 +144,37 @@ class BaseClient:
 
     # -- the request path --------------------------------------------------------------------
 
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The client-wide limiter every API request waits on (shared by all tasks)."""
+        return self._limiter
+
+    def _governed(self, request: Request) -> bool:
+        # Only requests to our API count; presigned storage URLs have their own limits.
+        if not request.path.startswith(("http://", "https://")):
+            return True
+        return request.path.lower().startswith(self.base_url.lower() + "/")
+
+    async def _on_retry(
+        self, request: Request, failure: APIStatusError | APIConnectionError, delay: float
+    ) -> None:
+        if self._governed(request):
+            self._limiter.on_failure(failure, delay)
+            self._limiter.reserve()  # the retry will use a slot too
+
     async def _send(self, request: Request) -> Response:
-        return await self._transport.request(request)
+        governed = self._governed(request)
+        if governed:
+            await self._limiter.acquire()
+        try:
+            response = await self._transport.request(request)
+        except APIStatusError as err:
+            if governed:
+                self._limiter.on_failure(err)
+            raise
+        if governed:
+            self._limiter.on_success()
+        return response
 
     @overload
     async def _call(self, request: Request, model: type[T]) -> T: ...

@@ -1,0 +1,83 @@
+"""Wake-ups for execution watchers: a webhook (or anything else) says "look again now"."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+
+__all__ = ["ExecutionNotifier", "Subscription"]
+
+
+class Subscription:
+    """One watcher's interest in one execution. A notification sets it until the next ``clear``.
+
+    A notification that arrives while the watcher is busy polling is kept, so the following
+    wait returns at once instead of sleeping through it.
+    """
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        self._event = asyncio.Event()
+
+    @property
+    def notified(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - a sleep, not a deadline
+        """Sleep up to ``timeout`` seconds; True if woken by a notification."""
+        if self._event.is_set():
+            return True
+        if timeout <= 0 or math.isnan(timeout):
+            return False
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        return self._event.is_set()
+
+
+class ExecutionNotifier:
+    """Routes "execution X changed" notifications to the watchers of X (one per client).
+
+    ``notify`` is synchronous and cheap; it never trusts anything about the execution beyond its
+    id: woken watchers re-fetch the execution to learn its real state.
+    """
+
+    def __init__(self) -> None:
+        self._subscriptions: dict[str, set[Subscription]] = {}
+
+    @contextmanager
+    def subscribe(self, execution_id: str) -> Iterator[Subscription]:
+        """Register a watcher for ``execution_id`` for the duration of the block."""
+        sub = Subscription(execution_id)
+        self._subscriptions.setdefault(execution_id, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subscriptions.get(execution_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscriptions[execution_id]
+
+    def notify(self, execution_id: str) -> int:
+        """Wake every watcher of ``execution_id``; returns how many were woken."""
+        subs = self._subscriptions.get(execution_id, ())
+        for sub in subs:
+            sub.set()
+        return len(subs)
+
+    def watching(self, execution_id: str) -> bool:
+        """Whether anyone currently watches ``execution_id``."""
+        return execution_id in self._subscriptions
+
+    def __len__(self) -> int:
+        return sum(len(subs) for subs in self._subscriptions.values())

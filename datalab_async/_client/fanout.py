@@ -1,0 +1,494 @@
+"""Bounded fan-out: run a pipeline over many documents with O(concurrency) memory.
+
+Shape (after aiometer): a task group inside an async context manager; a feeder that waits for a
+free slot *before* pulling the next source and spawning its task, so neither the input nor the
+tasks are ever materialised; outcomes through a small memory stream, so a slow consumer stalls
+the workers (a worker keeps its slot until its outcome is taken) and thereby the feeder.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._config import PollPolicy
+from .._errors import DatalabError, InvalidInputError, WaitTimeoutError
+from .._models import ExecutionStatus, PipelineExecution
+from .._protocol import pipelines as proto
+from .._protocol.validation import validate_id
+from ._ratelimit import RateLimiter
+from .watch import WatchMixin, _check_timeout
+
+__all__ = [
+    "DocumentFailedError",
+    "DocumentOutcome",
+    "DocumentSource",
+    "FanoutMixin",
+    "SourceLike",
+]
+
+_URL_PREFIXES = ("http://", "https://", "datalab://")
+_RUN_OPTIONS = frozenset(
+    {
+        "page_range",
+        "output_format",
+        "run_evals",
+        "skip_cache",
+        "webhook_url",
+        "version",
+        "allow_any_file_type",
+    }
+)
+_RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
+
+
+def _bytes_repr(data: bytes | None) -> str:
+    return "None" if data is None else f"<{len(data)} bytes>"
+
+
+@attrs.frozen
+class DocumentSource:
+    """One input document: a local ``path``, a ``url`` (http(s) or ``datalab://``), or ``data``.
+
+    ``name`` is the file name sent with ``data`` and the label used in outcomes and logs.
+    """
+
+    name: str
+    path: Path | None = None
+    url: str | None = None
+    data: bytes | None = attrs.field(default=None, repr=_bytes_repr)
+
+    def __attrs_post_init__(self) -> None:
+        if sum(x is not None for x in (self.path, self.url, self.data)) > 1:
+            raise InvalidInputError("a DocumentSource has one of path, url or data", field="source")
+
+    @classmethod
+    def coerce(cls, item: SourceLike) -> DocumentSource:
+        """A source from a path (str or PathLike), a URL string, a ``(name, bytes)`` pair or a
+        ``DocumentSource``. Files are not opened here: a missing file fails at upload time."""
+        if isinstance(item, DocumentSource):
+            return item
+        if isinstance(item, str):
+            if not item.strip():
+                raise InvalidInputError("an empty string is not a document", field="source")
+            if item.lower().startswith(_URL_PREFIXES):
+                name = item.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or item
+                return cls(name=name, url=item)
+            return cls(name=Path(item).name or item, path=Path(item))
+        if isinstance(item, os.PathLike):
+            path = Path(item)
+            return cls(name=path.name or str(path), path=path)
+        if (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], bytes | bytearray | memoryview)
+        ):
+            return cls(name=item[0], data=bytes(item[1]))
+        raise InvalidInputError(
+            "a document source is a path, a URL, a (name, bytes) pair or a DocumentSource; "
+            f"got {type(item).__name__}",
+            field="source",
+        )
+
+    def run_arguments(self) -> dict[str, Any]:
+        """The document arguments of ``run_pipeline`` for this source."""
+        if self.path is not None:
+            return {"file_path": self.path}
+        if self.url is not None:
+            return {"file_url": self.url}
+        if self.data is not None:
+            return {"file": self.data, "filename": self.name}
+        raise InvalidInputError(f"source {self.name!r} has no path, url or data", field="source")
+
+
+SourceLike: TypeAlias = str | os.PathLike[str] | tuple[str, bytes] | DocumentSource
+"""What ``map_pipeline`` accepts as one source."""
+
+
+@attrs.frozen
+class DocumentOutcome:
+    """What happened to one document of a fan-out.
+
+    ``execution`` is the last state seen (None if the run was never accepted), ``results`` the
+    completed steps' results by step index, ``error`` the exception that stopped this document
+    (None when it ran to a terminal status, even a failed one: see ``ok`` and ``step_errors``).
+    """
+
+    source: DocumentSource
+    index: int
+    execution: PipelineExecution | None
+    results: dict[int, dict[str, Any]]
+    error: BaseException | None
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def ok(self) -> bool:
+        """True when the execution completed (every step) and nothing raised."""
+        return (
+            self.error is None
+            and self.execution is not None
+            and self.execution.status is ExecutionStatus.COMPLETED
+        )
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def status(self) -> ExecutionStatus | None:
+        return self.execution.status if self.execution is not None else None
+
+    @property
+    def step_errors(self) -> dict[int, str]:
+        """Error messages of the failed steps, by step index."""
+        if self.execution is None:
+            return {}
+        return {s.step_index: s.error_message or str(s.status) for s in self.execution.failed_steps}
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to finish."""
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def describe_failure(self) -> str | None:
+        """A one-line reason this document is not ok (None when it is)."""
+        if self.ok:
+            return None
+        if self.error is not None:
+            return f"{type(self.error).__name__}: {self.error}"
+        if self.execution is None:
+            return "no execution"
+        steps = "; ".join(f"step {i}: {msg}" for i, msg in sorted(self.step_errors.items()))
+        return f"execution {self.execution.execution_id} {self.execution.status}" + (
+            f" ({steps})" if steps else ""
+        )
+
+
+class DocumentFailedError(DatalabError):
+    """Raised by ``map_pipeline(fail_fast=True)`` when an execution ends failed or with errors
+    (a document that raised is re-raised as its own exception instead). ``outcome`` holds it."""
+
+    def __init__(self, outcome: DocumentOutcome) -> None:
+        super().__init__(f"document {outcome.name!r} failed: {outcome.describe_failure()}")
+        self.outcome = outcome
+
+
+class _Outcomes:
+    """The async iterator handed to the ``async with`` body (not a generator: nothing to close)."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[DocumentOutcome]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _Outcomes:
+        return self
+
+    async def __anext__(self) -> DocumentOutcome:
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
+_END = object()
+
+
+class _Puller:
+    """Pulls one source at a time from an iterable or an async iterable."""
+
+    def __init__(self, sources: Iterable[Any] | AsyncIterable[Any]) -> None:
+        self._aiter: AsyncIterator[Any] | None = None
+        self._iter: Iterator[Any] | None = None
+        if isinstance(sources, AsyncIterable):
+            self._aiter = aiter(sources)
+        else:
+            self._iter = iter(sources)
+
+    async def next(self) -> Any:
+        if self._aiter is not None:
+            try:
+                return await anext(self._aiter)
+            except StopAsyncIteration:
+                return _END
+        assert self._iter is not None
+        return next(self._iter, _END)
+
+    async def aclose(self) -> None:
+        # An abandoned async generator would otherwise be finalised later in a new task.
+        if self._aiter is not None and inspect.isasyncgen(self._aiter):
+            with anyio.CancelScope(shield=True):
+                await self._aiter.aclose()
+
+
+def _check_sources(sources: object) -> Iterable[Any] | AsyncIterable[Any]:
+    single = isinstance(sources, str | bytes | os.PathLike | DocumentSource) or (
+        isinstance(sources, tuple)
+        and len(sources) == 2
+        and isinstance(sources[0], str)
+        and isinstance(sources[1], bytes)
+    )
+    if single or not isinstance(sources, Iterable | AsyncIterable):
+        raise InvalidInputError(
+            "sources must be an iterable or async iterable of documents (wrap a single one in "
+            "a list)",
+            field="sources",
+        )
+    return sources
+
+
+@attrs.define
+class _Run:
+    """Per-call settings shared by the feeder and the workers."""
+
+    pipeline_id: str
+    fetch_results: bool
+    fail_fast: bool
+    timeout: float | None
+    poll: PollPolicy | None
+    run_options: dict[str, Any]
+    scope: anyio.CancelScope | None = None  # the task group's, once running
+    failure: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        """Record the first failure and cancel everything (fail-fast, or a broken input)."""
+        if self.failure is None:
+            self.failure = error
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class FanoutMixin(WatchMixin):
+    """``map_pipeline``: one pipeline over many documents, bounded and streaming."""
+
+    def map_pipeline(
+        self,
+        pipeline_id: str,
+        sources: Iterable[SourceLike] | AsyncIterable[SourceLike],
+        *,
+        concurrency: int = 16,
+        max_per_second: float | None = None,
+        fetch_results: bool = True,
+        fail_fast: bool = False,
+        timeout: float | None = None,
+        poll: PollPolicy | None = None,
+        **run_options: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[DocumentOutcome]]:
+        """Run ``pipeline_id`` on every source; outcomes arrive as documents finish.
+
+        ::
+
+            async with client.map_pipeline("pl_x", paths, concurrency=8) as outcomes:
+                async for outcome in outcomes:
+                    print(outcome.name, outcome.ok, outcome.describe_failure())
+
+        ``sources``: paths, URL strings, ``(name, bytes)`` pairs or ``DocumentSource`` objects,
+        from any iterable or async iterable, pulled only when a slot is free (a generator of a
+        million items is fine). At most ``concurrency`` documents are in flight (upload, watch,
+        results); ``max_per_second`` paces document starts. ``timeout`` is per document.
+        ``run_options`` go to ``run_pipeline`` (``page_range``, ``output_format``, ``version``…).
+
+        One document's failure is its outcome and never stops the others, unless
+        ``fail_fast=True``: then the first failure cancels the rest and is raised from the
+        ``async with`` (``DocumentFailedError`` for an execution that ended failed). Leaving the
+        block early cancels the documents in flight.
+        """
+        validate_id(pipeline_id, "pipeline_id")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidInputError("concurrency must be an int >= 1", field="concurrency")
+        pace: RateLimiter | None = None
+        if max_per_second is not None:
+            try:
+                pace = RateLimiter(max_per_second, adaptive=False)
+            except (TypeError, ValueError) as err:
+                raise InvalidInputError(
+                    f"max_per_second must be > 0 or None: {err}", field="max_per_second"
+                ) from err
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise InvalidInputError("timeout must be > 0 seconds or None", field="timeout")
+        unknown = set(run_options) - _RUN_OPTIONS
+        if unknown:
+            raise InvalidInputError(
+                f"unknown run option(s) for map_pipeline: {', '.join(sorted(unknown))}"
+            )
+        checked = _check_sources(sources)
+        return self._map(
+            checked,
+            concurrency,
+            pace,
+            _Run(
+                pipeline_id=pipeline_id,
+                fetch_results=fetch_results,
+                fail_fast=fail_fast,
+                timeout=timeout,
+                poll=poll,
+                run_options=run_options,
+            ),
+        )
+
+    @asynccontextmanager
+    async def _map(
+        self,
+        sources: Iterable[Any] | AsyncIterable[Any],
+        concurrency: int,
+        pace: RateLimiter | None,
+        run: _Run,
+    ) -> AsyncIterator[AsyncIterator[DocumentOutcome]]:
+        send, receive = anyio.create_memory_object_stream[DocumentOutcome](
+            max_buffer_size=min(concurrency, 4)
+        )
+        body_error: Exception | None = None
+        with receive:
+            async with anyio.create_task_group() as tg:
+                run.scope = tg.cancel_scope
+                tg.start_soon(self._feed, sources, concurrency, pace, run, send)
+                try:
+                    yield _Outcomes(receive)
+                except Exception as err:
+                    # Re-raised below as itself, not wrapped in the task group's ExceptionGroup.
+                    body_error = err
+                finally:
+                    # Leaving early (break, an error, fail-fast) stops what is still running.
+                    tg.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
+        if run.failure is not None:
+            raise run.failure
+
+    async def _feed(
+        self,
+        sources: Iterable[Any] | AsyncIterable[Any],
+        concurrency: int,
+        pace: RateLimiter | None,
+        run: _Run,
+        send: MemoryObjectSendStream[DocumentOutcome],
+    ) -> None:
+        slots = anyio.Semaphore(concurrency)
+        puller = _Puller(sources)
+        try:
+            with send:
+                async with anyio.create_task_group() as workers:
+                    try:
+                        await self._spawn_all(puller, slots, pace, run, send, workers)
+                    except Exception as err:
+                        # The source iterable itself failed: nothing sensible to go on with.
+                        # (Caught here, inside, so that it is not wrapped in an ExceptionGroup.)
+                        run.fail(err)
+        finally:
+            await puller.aclose()
+
+    async def _spawn_all(
+        self,
+        puller: _Puller,
+        slots: anyio.Semaphore,
+        pace: RateLimiter | None,
+        run: _Run,
+        send: MemoryObjectSendStream[DocumentOutcome],
+        workers: TaskGroup,
+    ) -> None:
+        index = 0
+        while True:
+            await slots.acquire()
+            try:
+                item = await puller.next()
+                if item is _END:
+                    slots.release()
+                    return
+                if pace is not None:
+                    await pace.acquire()
+            except BaseException:
+                slots.release()
+                raise
+            workers.start_soon(self._document, index, item, slots, run, send)
+            index += 1
+
+    async def _document(
+        self,
+        index: int,
+        item: Any,
+        slots: anyio.Semaphore,
+        run: _Run,
+        send: MemoryObjectSendStream[DocumentOutcome],
+    ) -> None:
+        try:
+            outcome = await self._process(index, item, run)
+            if run.fail_fast and not outcome.ok:
+                run.fail(outcome.error or DocumentFailedError(outcome))
+                return
+            await send.send(outcome)
+        finally:
+            slots.release()
+
+    async def _process(self, index: int, item: Any, run: _Run) -> DocumentOutcome:
+        started = _now()
+        execution: PipelineExecution | None = None
+        results: dict[int, dict[str, Any]] = {}
+        error: BaseException | None = None
+        try:
+            source = DocumentSource.coerce(item)
+        except InvalidInputError as err:
+            source = DocumentSource(name=repr(item)[:120])
+            error = err
+        else:
+            deadline = _check_timeout(run.timeout)
+            try:
+                request = proto.run_pipeline(
+                    run.pipeline_id, **source.run_arguments(), **run.run_options
+                )
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    execution = await self._call(request, PipelineExecution)
+                if scope.cancelled_caught or execution is None:
+                    raise WaitTimeoutError(
+                        f"{source.name}: the run was not accepted within {run.timeout} s"
+                    )
+                if not execution.is_terminal:
+                    remaining = None
+                    if run.timeout is not None:
+                        remaining = max(deadline - anyio.current_time(), 1e-3)
+                    execution = await self.wait_for_execution(
+                        execution.execution_id, timeout=remaining, poll=run.poll
+                    )
+                if run.fetch_results and execution.status in _RESULT_STATUSES:
+                    results = await self.fetch_step_results(execution)
+            except WaitTimeoutError as err:
+                if isinstance(err.last, PipelineExecution):
+                    execution = err.last
+                error = err
+            except Exception as err:  # one document's failure is its outcome
+                error = err
+        return DocumentOutcome(
+            source=source,
+            index=index,
+            execution=execution,
+            results=results,
+            error=error,
+            started_at=started,
+            finished_at=_now(),
+        )
+
+    async def run_many(
+        self,
+        pipeline_id: str,
+        sources: Iterable[SourceLike] | AsyncIterable[SourceLike],
+        **kwargs: Any,
+    ) -> list[DocumentOutcome]:
+        """``map_pipeline`` collected into a list in input order (for modest inputs)."""
+        async with self.map_pipeline(pipeline_id, sources, **kwargs) as outcomes:
+            collected = [outcome async for outcome in outcomes]
+        return sorted(collected, key=lambda o: o.index)
