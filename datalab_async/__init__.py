@@ -2,7 +2,10 @@
 pipelines, with bounded fan-out helpers and an embedded local server."""
 
 from ._client import AsyncDatalabClient
-from ._config import RetryPolicy, Timeouts
+from ._client.fanout import DocumentFailedError, DocumentOutcome, DocumentSource
+from ._client.folder import FolderEvent
+from ._client.watch import CompletedExecution
+from ._config import PollPolicy, RetryPolicy, Timeouts
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -25,7 +28,16 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from ._folder_manifest import FolderSummary
 from ._models import (
+    Collection,
+    CollectionFileList,
+    CollectionList,
+    EvalBatchProgress,
+    EvalBatchRun,
+    EvalBatchRunList,
+    EvalBatchRunResults,
+    EvalFileResult,
     ExecutionList,
     ExecutionStatus,
     Pipeline,
@@ -37,7 +49,20 @@ from ._models import (
     PipelineVersionList,
     StepConfig,
     StepStatus,
+    UploadedFile,
+    Workflow,
+    WorkflowEvent,
+    WorkflowExecution,
+    WorkflowList,
+    WorkflowStatus,
+    WorkflowStatusChanged,
+    WorkflowStep,
+    WorkflowStepChanged,
+    WorkflowStepState,
+    WorkflowStepStatus,
+    WorkflowStepType,
 )
+from ._models.events import ExecutionEvent, ExecutionStatusChanged, StepStatusChanged
 from ._version import __version__
 
 __all__ = [
@@ -48,10 +73,26 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ClientClosedError",
+    "Collection",
+    "CollectionFileList",
+    "CollectionList",
+    "CompletedExecution",
     "ConflictError",
     "DatalabError",
+    "DocumentFailedError",
+    "DocumentOutcome",
+    "DocumentSource",
+    "EvalBatchProgress",
+    "EvalBatchRun",
+    "EvalBatchRunList",
+    "EvalBatchRunResults",
+    "EvalFileResult",
+    "ExecutionEvent",
     "ExecutionList",
     "ExecutionStatus",
+    "ExecutionStatusChanged",
+    "FolderEvent",
+    "FolderSummary",
     "InsecureTransportError",
     "InvalidInputError",
     "NotFoundError",
@@ -63,6 +104,7 @@ __all__ = [
     "PipelineStep",
     "PipelineVersion",
     "PipelineVersionList",
+    "PollPolicy",
     "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
@@ -71,9 +113,22 @@ __all__ = [
     "ServerError",
     "StepConfig",
     "StepStatus",
+    "StepStatusChanged",
     "Timeouts",
     "UnsupportedMediaTypeError",
+    "UploadedFile",
     "ValidationError",
     "WaitTimeoutError",
+    "Workflow",
+    "WorkflowEvent",
+    "WorkflowExecution",
+    "WorkflowList",
+    "WorkflowStatus",
+    "WorkflowStatusChanged",
+    "WorkflowStep",
+    "WorkflowStepChanged",
+    "WorkflowStepState",
+    "WorkflowStepStatus",
+    "WorkflowStepType",
     "__version__",
 ]

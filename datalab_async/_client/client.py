@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from .collections import CollectionsMixin, EvalsMixin, FilesMixin
+from .fanout import FanoutMixin
+from .folder import FolderMixin
 from .pipelines import PipelinesMixin
+from .workflows import WorkflowsMixin
 
 __all__ = ["AsyncDatalabClient"]
 
 
 class AsyncDatalabClient(
     PipelinesMixin,
+    WorkflowsMixin,
+    FilesMixin,
+    CollectionsMixin,
+    EvalsMixin,
+    FanoutMixin,  # includes WatchMixin (status streams and waits)
+    FolderMixin,  # process_folder / process_paths
 ):
     """Asyncio client for the Datalab pipeline API.
 

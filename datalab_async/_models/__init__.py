@@ -1,6 +1,18 @@
 """Typed response models (attrs) and the one cattrs converter that structures them."""
 
 from ._base import OpenEnum, converter, structure
+from .collections import (
+    Collection,
+    CollectionFileList,
+    CollectionList,
+    EvalBatchProgress,
+    EvalBatchRun,
+    EvalBatchRunList,
+    EvalBatchRunResults,
+    EvalFileResult,
+    FileUploadTicket,
+    UploadedFile,
+)
 from .pipelines import (
     ExecutionList,
     ExecutionStatus,
@@ -14,10 +26,32 @@ from .pipelines import (
     StepConfig,
     StepStatus,
 )
+from .workflows import (
+    Workflow,
+    WorkflowEvent,
+    WorkflowExecution,
+    WorkflowList,
+    WorkflowStatus,
+    WorkflowStatusChanged,
+    WorkflowStep,
+    WorkflowStepChanged,
+    WorkflowStepState,
+    WorkflowStepStatus,
+    WorkflowStepType,
+)
 
 __all__ = [
+    "Collection",
+    "CollectionFileList",
+    "CollectionList",
+    "EvalBatchProgress",
+    "EvalBatchRun",
+    "EvalBatchRunList",
+    "EvalBatchRunResults",
+    "EvalFileResult",
     "ExecutionList",
     "ExecutionStatus",
+    "FileUploadTicket",
     "OpenEnum",
     "Pipeline",
     "PipelineExecution",
@@ -28,6 +62,18 @@ __all__ = [
     "PipelineVersionList",
     "StepConfig",
     "StepStatus",
+    "UploadedFile",
+    "Workflow",
+    "WorkflowEvent",
+    "WorkflowExecution",
+    "WorkflowList",
+    "WorkflowStatus",
+    "WorkflowStatusChanged",
+    "WorkflowStep",
+    "WorkflowStepChanged",
+    "WorkflowStepState",
+    "WorkflowStepStatus",
+    "WorkflowStepType",
     "converter",
     "structure",
 ]

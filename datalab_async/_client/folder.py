@@ -1,0 +1,555 @@
+"""Bulk folders: ``process_folder`` runs a pipeline over every document of a folder, writes the
+results to disk and keeps a manifest so that a re-run resumes instead of starting over.
+
+The work runs in a bounded pool of ``concurrency`` documents (a feeder waits for a free slot
+before it walks on to the next file, so memory stays O(concurrency) for any folder size). Each
+document is: ``run`` → manifest ``submitted`` (with the execution id, flushed and fsynced) →
+wait → fetch the step results → write them → manifest ``completed`` / ``failed``. A re-run skips
+completed documents, and for one submitted but never finished (crash, Ctrl-C, timeout) it waits
+on the recorded execution instead of submitting the document a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import attrs
+
+from .._config import PollPolicy
+from .._errors import InvalidInputError, NotFoundError, WaitTimeoutError
+from .._folder_manifest import (
+    MANIFEST_NAME,
+    DocState,
+    FileFingerprint,
+    FolderEntry,
+    FolderSummary,
+    Manifest,
+    config_fingerprint,
+    count_pages,
+    document_dir,
+    fingerprint_file,
+    read_manifest,
+    result_files,
+    walk_folder,
+    write_file_inside,
+)
+from .._models import ExecutionStatus, PipelineExecution
+from .._protocol import pipelines as proto
+from .._protocol.validation import validate_id
+from ._ratelimit import RateLimiter
+from .watch import WatchMixin, _check_timeout
+
+__all__ = ["FolderEvent", "FolderMixin"]
+
+EventKind = Literal["queued", "submitted", "resuming", "done", "failed", "skipped"]
+
+_RUN_OPTIONS = frozenset(
+    {"page_range", "output_format", "run_evals", "skip_cache", "webhook_url", "version"}
+)
+_RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
+
+
+@attrs.frozen
+class FolderEvent:
+    """Progress of one document in ``process_folder`` (for ``on_event`` callbacks).
+
+    ``kind``: ``queued`` (about to upload), ``submitted`` (the run was accepted),
+    ``resuming`` (waiting on an execution an earlier run submitted), ``done``, ``failed``
+    (``reason`` says why) or ``skipped`` (done by an earlier run).
+    """
+
+    relative: str
+    kind: EventKind
+    execution_id: str | None = None
+    reason: str | None = None
+    pages: int = 0
+
+
+@attrs.define
+class _Tally:
+    done: list[str] = attrs.field(factory=list)
+    failed: list[tuple[str, str]] = attrs.field(factory=list)
+    skipped: list[str] = attrs.field(factory=list)
+    resumed: list[str] = attrs.field(factory=list)
+    ignored: list[str] = attrs.field(factory=list)
+    pages: int = 0
+
+
+@attrs.frozen
+class _Work:
+    """One unit for the pool: a fresh document, or one to resume by execution id."""
+
+    entry: FolderEntry
+    fingerprint: FileFingerprint | None
+    resume_id: str | None = None
+
+
+class _Job:
+    """The settings and shared state of one ``process_folder`` call."""
+
+    def __init__(
+        self,
+        *,
+        pipeline_id: str,
+        out_dir: Path,
+        manifest: Manifest,
+        config: str,
+        run_options: dict[str, Any],
+        timeout: float | None,
+        poll: PollPolicy | None,
+        on_event: Callable[[FolderEvent], object] | None,
+    ) -> None:
+        self.pipeline_id = pipeline_id
+        self.out_dir = out_dir
+        self.manifest = manifest
+        self.config = config
+        self.run_options = run_options
+        self.timeout = timeout
+        self.poll = poll
+        self.on_event = on_event
+        self.tally = _Tally()
+        self._fsync_lock = anyio.Lock()
+        self._synced = 0
+
+    def emit(self, relative: str, kind: EventKind, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(FolderEvent(relative, kind, **fields))
+
+    async def durable(self) -> None:
+        """fsync the manifest (in a thread), coalescing concurrent callers into one fsync."""
+        target = self.manifest.written
+        async with self._fsync_lock:
+            if self._synced >= target:
+                return
+            written = self.manifest.written
+            await anyio.to_thread.run_sync(self.manifest.fsync)
+            self._synced = written
+
+    def fail(self, relative: str, reason: str, execution_id: str | None = None) -> None:
+        self.tally.failed.append((relative, reason))
+        self.emit(relative, "failed", execution_id=execution_id, reason=reason)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _execution_failure(execution: PipelineExecution) -> str:
+    steps = "; ".join(
+        f"step {s.step_index} ({s.step_type}): {s.error_message or s.status}"
+        for s in sorted(execution.failed_steps, key=lambda s: s.step_index)
+    )
+    reason = f"execution {execution.execution_id} ended {execution.status}"
+    return f"{reason}: {steps}" if steps else reason
+
+
+def _unique_entries(
+    paths: Sequence[Path],
+    pattern: str | None,
+    recursive: bool,
+    exclude: Sequence[Path],
+    ignored: list[str],
+) -> Iterator[FolderEntry]:
+    """Entries for several files and folders: folders keep their name as the first component
+    (a single folder is laid out relative to itself), files their own name; repeats get ~N."""
+    seen: dict[str, int] = {}
+    single_folder = len(paths) == 1 and paths[0].is_dir()
+    for path in paths:
+        if path.is_dir():
+            prefix = "" if single_folder else (path.resolve().name or "root") + "/"
+            found = walk_folder(
+                path, pattern=pattern, recursive=recursive, exclude=exclude, ignored=ignored
+            )
+            entries: Iterator[FolderEntry] = (
+                FolderEntry(prefix + e.relative, e.path) for e in found
+            )
+        else:
+            entries = iter([FolderEntry(path.name, path)])
+        for entry in entries:
+            count = seen.get(entry.relative, 0) + 1
+            seen[entry.relative] = count
+            yield entry if count == 1 else FolderEntry(f"{entry.relative}~{count}", entry.path)
+
+
+class FolderMixin(WatchMixin):
+    """``process_folder`` / ``process_paths``: bulk runs with results on disk and resume."""
+
+    async def process_folder(
+        self,
+        folder: str | os.PathLike[str],
+        pipeline_id: str,
+        out_dir: str | os.PathLike[str],
+        *,
+        concurrency: int = 16,
+        pattern: str | None = None,
+        recursive: bool = True,
+        resume: bool = True,
+        max_per_second: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - per document, not for the whole call
+        poll: PollPolicy | None = None,
+        on_event: Callable[[FolderEvent], object] | None = None,
+        **run_options: Any,
+    ) -> FolderSummary:
+        """Run ``pipeline_id`` on every supported document under ``folder``; results to disk.
+
+        ::
+
+            summary = await client.process_folder("invoices/", "pl_x", "out/", concurrency=16)
+            print(summary)                  # 120 done, 2 failed, 0 skipped, 310 pages in 41.0s
+            for path, reason in summary.failed: ...
+
+        Each document's step results land in ``out_dir/<relative path>/<step>_<type>.json``
+        (plus ``.md`` when the result has markdown). Every path component is sanitised and the
+        final path verified to stay inside ``out_dir``; symlinks leading out of ``folder`` are
+        not followed. ``out_dir/.datalab-manifest.jsonl`` records each submission and outcome:
+        with ``resume=True`` a re-run skips finished documents (unless the file or the options
+        changed), waits on the recorded execution of documents submitted but not finished
+        rather than submitting them again, and retries failed ones. ``pattern`` is a glob on
+        file names (or on relative paths when it contains ``/``). ``timeout`` is per document;
+        ``run_options`` go to ``run_pipeline`` (``version``, ``page_range``, ``output_format``,
+        ``run_evals``, ``skip_cache``, ``webhook_url``). ``on_event`` is called with a
+        :class:`FolderEvent` as each document moves on (from the event loop: keep it quick).
+        """
+        root = Path(folder)
+        if not await anyio.Path(root).is_dir():
+            raise InvalidInputError(f"{str(root)!r} is not a folder", field="folder")
+        return await self.process_paths(
+            [root],
+            pipeline_id,
+            out_dir,
+            concurrency=concurrency,
+            pattern=pattern,
+            recursive=recursive,
+            resume=resume,
+            max_per_second=max_per_second,
+            timeout=timeout,
+            poll=poll,
+            on_event=on_event,
+            **run_options,
+        )
+
+    async def process_paths(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        pipeline_id: str,
+        out_dir: str | os.PathLike[str],
+        *,
+        concurrency: int = 16,
+        pattern: str | None = None,
+        recursive: bool = True,
+        resume: bool = True,
+        max_per_second: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - per document, not for the whole call
+        poll: PollPolicy | None = None,
+        on_event: Callable[[FolderEvent], object] | None = None,
+        **run_options: Any,
+    ) -> FolderSummary:
+        """``process_folder`` over several files and folders (the CLI's ``run``).
+
+        A single folder is laid out relative to itself; with several paths each folder keeps
+        its own name as the first component of its documents' paths and each file its name.
+        Files named explicitly are taken whatever their type or location.
+        """
+        validate_id(pipeline_id, "pipeline_id")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidInputError("concurrency must be an int >= 1", field="concurrency")
+        unknown = set(run_options) - _RUN_OPTIONS
+        if unknown:
+            raise InvalidInputError(
+                f"unknown run option(s) for process_folder: {', '.join(sorted(unknown))}"
+            )
+        if timeout is not None:
+            _check_timeout(timeout)
+        pace = None
+        if max_per_second is not None:
+            try:
+                pace = RateLimiter(max_per_second, adaptive=False)
+            except (TypeError, ValueError) as err:
+                raise InvalidInputError(
+                    f"max_per_second must be > 0 or None: {err}", field="max_per_second"
+                ) from err
+        inputs = [Path(p) for p in paths]
+        if not inputs:
+            raise InvalidInputError("no files or folders given", field="paths")
+        for path in inputs:
+            if not await anyio.Path(path).exists():
+                raise InvalidInputError(f"no such file or folder: {str(path)!r}", field="paths")
+        # Check the options locally now rather than once per document.
+        proto.run_pipeline(pipeline_id, file_url="https://example.invalid/x.pdf", **run_options)
+
+        started = time.monotonic()
+        target, manifest, states = await anyio.to_thread.run_sync(_prepare, Path(out_dir), resume)
+        job = _Job(
+            pipeline_id=pipeline_id,
+            out_dir=target,
+            manifest=manifest,
+            config=config_fingerprint(pipeline_id, run_options),
+            run_options=run_options,
+            timeout=timeout,
+            poll=poll,
+            on_event=on_event,
+        )
+        try:
+            entries = _unique_entries(
+                inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
+            )
+            await self._folder_pool(self._folder_plan(entries, states, job), concurrency, pace, job)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await anyio.to_thread.run_sync(manifest.fsync)
+                finally:
+                    manifest.close()
+        tally = job.tally
+        return FolderSummary(
+            done=tuple(tally.done),
+            failed=tuple(tally.failed),
+            skipped=tuple(tally.skipped),
+            pages=tally.pages,
+            elapsed=time.monotonic() - started,
+            out_dir=target,
+            manifest_path=manifest.path,
+            resumed=tuple(tally.resumed),
+            ignored=tuple(tally.ignored),
+        )
+
+    # -- planning ----------------------------------------------------------------------------
+
+    async def _folder_plan(
+        self, entries: Iterator[FolderEntry], states: dict[str, DocState], job: _Job
+    ) -> AsyncIterator[_Work]:
+        """Decide per document: skip (done), resume (submitted, unfinished) or submit."""
+        for entry in entries:
+            state = states.get(entry.relative)
+            fingerprint: FileFingerprint | None = None
+            if state is not None and state.config == job.config:
+                same = False
+                try:
+                    info = os.stat(entry.path)
+                    same = state.same_file(info.st_size, info.st_mtime_ns)
+                    if not same and state.sha256 is not None:
+                        fingerprint = await anyio.to_thread.run_sync(fingerprint_file, entry.path)
+                        same = fingerprint.sha256 == state.sha256
+                except OSError:
+                    same = False
+                if same and state.status == "completed":
+                    job.tally.skipped.append(entry.relative)
+                    job.emit(entry.relative, "skipped", execution_id=state.execution_id)
+                    continue
+                if same and state.status == "submitted" and state.execution_id is not None:
+                    yield _Work(entry, fingerprint, resume_id=state.execution_id)
+                    continue
+            yield _Work(entry, fingerprint)
+
+    # -- the pool ----------------------------------------------------------------------------
+
+    async def _folder_pool(
+        self,
+        work: AsyncIterator[_Work],
+        concurrency: int,
+        pace: RateLimiter | None,
+        job: _Job,
+    ) -> None:
+        slots = anyio.Semaphore(concurrency)
+
+        async def run_one(item: _Work) -> None:
+            try:
+                await self._folder_document(item, job)
+            finally:
+                slots.release()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                while True:
+                    await slots.acquire()
+                    try:
+                        item = await anext(work, None)
+                        if item is None:
+                            slots.release()
+                            break
+                        if pace is not None and item.resume_id is None:
+                            await pace.acquire()
+                    except BaseException:
+                        slots.release()
+                        raise
+                    tg.start_soon(run_one, item)
+        finally:
+            aclose = getattr(work, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+    async def _folder_document(self, item: _Work, job: _Job) -> None:
+        relative = item.entry.relative
+        deadline = _check_timeout(job.timeout)
+        if item.resume_id is not None:
+            job.emit(relative, "resuming", execution_id=item.resume_id)
+            try:
+                await self._folder_finish(item, item.resume_id, None, deadline, job, resumed=True)
+                return
+            except NotFoundError:
+                # The server no longer knows the execution (or its results expired): only a
+                # new submission can produce results now.
+                pass
+        await self._folder_submit(item, deadline, job)
+
+    async def _folder_submit(self, item: _Work, deadline: float, job: _Job) -> None:
+        relative, path = item.entry.relative, item.entry.path
+        job.emit(relative, "queued")
+        try:
+            fingerprint = item.fingerprint or await anyio.to_thread.run_sync(fingerprint_file, path)
+            request = proto.run_pipeline(
+                job.pipeline_id,
+                file_path=path,
+                allow_any_file_type=True,  # the walk already chose which files to send
+                **job.run_options,
+            )
+            execution: PipelineExecution | None = None
+            with anyio.CancelScope(deadline=deadline) as scope:
+                execution = await self._call(request, PipelineExecution)
+            if execution is None or scope.cancelled_caught:
+                raise WaitTimeoutError(f"the run was not accepted within {job.timeout} s")
+        except Exception as err:
+            reason = _describe(err)
+            job.manifest.record("failed", relative, job.config, reason=reason)
+            job.fail(relative, reason)
+            return
+        assert fingerprint is not None
+        # Durable before anything else: a re-run must find this id, not submit again.
+        job.manifest.record(
+            "submitted",
+            relative,
+            job.config,
+            execution_id=execution.execution_id,
+            pipeline_id=job.pipeline_id,
+            sha256=fingerprint.sha256,
+            size=fingerprint.size,
+            mtime_ns=fingerprint.mtime_ns,
+        )
+        with anyio.CancelScope(shield=True):
+            await job.durable()
+        job.emit(relative, "submitted", execution_id=execution.execution_id)
+        try:
+            await self._folder_finish(item, execution.execution_id, execution, deadline, job)
+        except NotFoundError as err:
+            self._folder_interrupted(relative, execution.execution_id, err, job)
+
+    def _folder_interrupted(
+        self, relative: str, execution_id: str, error: BaseException, job: _Job
+    ) -> None:
+        # Not recorded as failed: the execution may still finish, and a re-run resumes it.
+        reason = f"{_describe(error)} (execution {execution_id}; a re-run resumes it)"
+        job.fail(relative, reason, execution_id)
+
+    async def _folder_finish(
+        self,
+        item: _Work,
+        execution_id: str,
+        execution: PipelineExecution | None,
+        deadline: float,
+        job: _Job,
+        *,
+        resumed: bool = False,
+    ) -> None:
+        """Wait for the execution, fetch and write its results, record the outcome.
+
+        Raises NotFoundError (execution or results gone) for the caller to decide; other
+        failures end up in the summary.
+        """
+        relative = item.entry.relative
+        try:
+            if execution is None or not execution.is_terminal:
+                remaining = None
+                if not math.isinf(deadline):
+                    remaining = max(deadline - anyio.current_time(), 1e-3)
+                execution = await self.wait_for_execution(
+                    execution_id, timeout=remaining, poll=job.poll
+                )
+            results: dict[int, dict[str, Any]] = {}
+            if execution.status in _RESULT_STATUSES:
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    results = await self.fetch_step_results(execution)
+                if scope.cancelled_caught:
+                    raise WaitTimeoutError(
+                        f"the results were not fetched within {job.timeout} s", last=execution
+                    )
+            files = await anyio.to_thread.run_sync(
+                _write_results, job.out_dir, relative, execution, results
+            )
+        except NotFoundError:
+            raise
+        except Exception as err:
+            self._folder_interrupted(relative, execution_id, err, job)
+            return
+        pages = count_pages(results)
+        if execution.status is ExecutionStatus.COMPLETED:
+            job.manifest.record(
+                "completed",
+                relative,
+                job.config,
+                execution_id=execution_id,
+                status=str(execution.status),
+                files=files,
+                pages=pages,
+            )
+            job.tally.done.append(relative)
+            if resumed:
+                job.tally.resumed.append(relative)
+            job.tally.pages += pages
+            job.emit(relative, "done", execution_id=execution_id, pages=pages)
+        else:
+            reason = _execution_failure(execution)
+            job.manifest.record(
+                "failed",
+                relative,
+                job.config,
+                execution_id=execution_id,
+                status=str(execution.status),
+                files=files,
+                reason=reason,
+            )
+            job.fail(relative, reason, execution_id)
+
+
+def _prepare(out_dir: Path, resume: bool) -> tuple[Path, Manifest, dict[str, DocState]]:
+    """Create ``out_dir``, read its manifest (when resuming) and open it for appending."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = Path(os.path.realpath(out_dir))
+    manifest = Manifest(target / MANIFEST_NAME)
+    states = read_manifest(manifest.path) if resume else {}
+    manifest.open()
+    return target, manifest, states
+
+
+def _write_results(
+    out_dir: Path,
+    relative: str,
+    execution: PipelineExecution,
+    results: dict[int, dict[str, Any]],
+) -> list[str]:
+    """Write each step result under the document's folder; the paths written, relative to
+    ``out_dir``. Blocking: runs in a worker thread."""
+    if not results:
+        return []
+    folder = document_dir(out_dir, relative)
+    types = {step.step_index: step.step_type for step in execution.steps}
+    written: list[str] = []
+    for index in sorted(results):
+        result = results[index]
+        names = result_files(index, types.get(index, "step"), result)
+        payload = json.dumps(result, indent=2, ensure_ascii=False).encode("utf-8")
+        write_file_inside(out_dir, folder / names[0], payload)
+        written.append((folder / names[0]).relative_to(out_dir).as_posix())
+        if len(names) > 1:
+            markdown = str(result["markdown"]).encode("utf-8")
+            write_file_inside(out_dir, folder / names[1], markdown)
+            written.append((folder / names[1]).relative_to(out_dir).as_posix())
+    return written

@@ -1,0 +1,527 @@
+"""Workflow calls (PROTOCOL A4): definitions, executions, status streams and step outputs.
+
+Also home to the small policy helpers the workflow, files and eval-run calls share: polling
+with backoff and a deadline (``poll_until_terminal``), bounded fan-out (``gather_bounded``)
+and streaming a presigned URL to disk (``stream_to_file``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import mimetypes
+import os
+import re
+import tempfile
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing
+from pathlib import Path
+from typing import IO, Any, Literal, TypeVar, overload
+
+import aiohttp
+import anyio
+
+from .._config import PollPolicy, RetryPolicy
+from .._errors import (
+    APIConnectionError,
+    DatalabError,
+    InvalidInputError,
+    RateLimitError,
+    ServerError,
+    WaitTimeoutError,
+)
+from .._models import (
+    Workflow,
+    WorkflowEvent,
+    WorkflowExecution,
+    WorkflowList,
+    WorkflowStep,
+    WorkflowStepState,
+    WorkflowStepType,
+    structure,
+)
+from .._models.workflows import diff_workflow_executions
+from .._protocol import workflows as proto
+from .._protocol.http import Request, parse_retry_after
+from .._transport import HTTPTransport
+from ._base import BaseClient
+
+__all__ = [
+    "WorkflowsMixin",
+    "check_concurrency",
+    "gather_bounded",
+    "poll_until_terminal",
+    "stream_to_file",
+]
+
+logger = logging.getLogger("datalab_async")
+
+T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
+
+_TRANSIENT = (RateLimitError, ServerError, APIConnectionError)
+_CHUNK = 64 * 1024
+_FLUSH = 1024 * 1024
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# -- shared policy helpers -----------------------------------------------------------------------
+
+
+def _deadline(timeout: float | None) -> float:
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise InvalidInputError(
+            f"timeout must be a number of seconds > 0, or None; got {timeout!r}", field="timeout"
+        )
+    return anyio.current_time() + timeout
+
+
+async def poll_until_terminal(
+    fetch: Callable[[], Awaitable[T]],
+    *,
+    is_terminal: Callable[[T], bool],
+    describe: Callable[[T], str],
+    what: str,
+    timeout: float | None,  # noqa: ASYNC109 - a deadline that raises with the last state
+    poll: PollPolicy,
+    retry: RetryPolicy,
+) -> AsyncGenerator[T, None]:
+    """Each state ``fetch`` returns, ending after the first terminal one.
+
+    Polls back off per ``poll``. Transient failures (429, 5xx, connection errors, after the
+    transport's own retries) do not end the watch: it tries again with backoff, honouring
+    ``Retry-After``. Past ``timeout`` seconds it raises ``WaitTimeoutError`` with ``.last``.
+    No request is in flight between two yields, so the consumer may stop at any time.
+    """
+    deadline = _deadline(timeout)
+    last: T | None = None
+    polls = failures = 0
+
+    def timed_out() -> WaitTimeoutError:
+        seen = describe(last) if last is not None else "nothing seen yet"
+        return WaitTimeoutError(f"{what} did not finish within {timeout} s ({seen})", last=last)
+
+    while True:
+        if anyio.current_time() >= deadline:
+            raise timed_out()
+        wait = poll.interval(polls)
+        got = False
+        current: T | None = None
+        with anyio.CancelScope(deadline=deadline) as scope:
+            try:
+                current = await fetch()
+                got = True
+            except _TRANSIENT as err:
+                if not err.retryable:
+                    raise
+                retry_after = parse_retry_after(getattr(err, "headers", None) or {})
+                wait = max(wait, retry.backoff(failures, retry_after))
+                failures += 1
+                logger.debug("polling %s failed (%s); again in %.2f s", what, err, wait)
+        if scope.cancelled_caught:
+            raise timed_out()
+        if got:
+            assert current is not None
+            failures = 0
+            last = current
+            yield current
+            if is_terminal(current):
+                return
+            polls += 1
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0:
+            raise timed_out()
+        await anyio.sleep(min(wait, remaining))
+
+
+def check_concurrency(concurrency: int) -> int:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InvalidInputError("concurrency must be an int >= 1", field="concurrency")
+    return concurrency
+
+
+async def gather_bounded(
+    items: Iterable[A],
+    fn: Callable[[A], Awaitable[R]],
+    *,
+    concurrency: int,
+    return_exceptions: bool = False,
+) -> list[R | DatalabError]:
+    """``fn`` over ``items`` with at most ``concurrency`` running, results in input order.
+
+    Items are read lazily (a task is created only when there is room). On the first failure
+    the rest are cancelled and the error is raised, unless ``return_exceptions`` is set: then
+    a ``DatalabError`` takes the item's place (other exceptions still propagate).
+    """
+    check_concurrency(concurrency)
+    results: dict[int, R | DatalabError] = {}
+    running: dict[asyncio.Task[R], int] = {}
+    source = iter(enumerate(items))
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(running) < concurrency:
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                index, item = nxt
+
+                async def run(value: A = item) -> R:
+                    return await fn(value)
+
+                running[asyncio.ensure_future(run())] = index
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                index = running.pop(task)
+                error = task.exception()
+                if error is None:
+                    results[index] = task.result()
+                elif return_exceptions and isinstance(error, DatalabError):
+                    results[index] = error
+                else:
+                    raise error
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+    return [results[i] for i in range(len(results))]
+
+
+class _ReadFailed(Exception):
+    def __init__(self, error: APIConnectionError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _extension(content_type: str) -> str:
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype == "application/json" or ctype.endswith("+json"):
+        return ".json"
+    return mimetypes.guess_extension(ctype) or ".bin"
+
+
+def safe_name(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("._") or "output"
+
+
+async def _write_atomically(
+    transport: HTTPTransport, request: Request, response: aiohttp.ClientResponse, target: Path
+) -> None:
+    """Stream the body to a temp file beside ``target``, then rename it into place."""
+    # Created on the loop (microseconds), not in a thread: a cancellation arriving while a
+    # thread creates it would leak the descriptor and the file.
+    fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.", suffix=".part")
+    handle: IO[bytes] = os.fdopen(fd, "wb")
+    try:
+        buffer = bytearray()
+        while True:
+            try:
+                chunk = await response.content.read(_CHUNK)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                mapped = transport.connection_error(request, err) or APIConnectionError(
+                    f"reading the body of {request.operation} failed: {err}",
+                    method=request.method,
+                )
+                raise _ReadFailed(mapped) from err
+            if chunk:
+                buffer += chunk
+            if len(buffer) >= _FLUSH or (not chunk and buffer):
+                await asyncio.to_thread(handle.write, bytes(buffer))
+                buffer.clear()
+            if not chunk:
+                break
+        await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(os.replace, tmp, target)
+    except BaseException:
+        handle.close()
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+async def stream_to_file(
+    transport: HTTPTransport,
+    retry: RetryPolicy,
+    request: Request,
+    dest: str | os.PathLike[str],
+    *,
+    default_stem: str,
+) -> Path:
+    """Stream ``request``'s response body to ``dest`` (a file path, or an existing directory
+    where ``default_stem`` plus an extension from the content type names the file).
+
+    The body goes to a temp file that is renamed into place only when complete, so ``dest``
+    never holds a partial download. A connection lost mid-body restarts the download (the
+    retry policy's count and backoff); errors before the body are the transport's to retry.
+    """
+    path = Path(dest)
+    attempt = 0
+    while True:
+        try:
+            async with transport.stream(request) as response:
+                target = path
+                if await asyncio.to_thread(path.is_dir):
+                    target = path / (default_stem + _extension(response.content_type or ""))
+                elif not await asyncio.to_thread(path.parent.is_dir):
+                    raise InvalidInputError(
+                        f"cannot save to {str(path)!r}: {str(path.parent)!r} is not a directory",
+                        field="dest",
+                    )
+                await _write_atomically(transport, request, response, target)
+                return target
+        except _ReadFailed as failed:
+            if attempt >= retry.max_retries:
+                raise failed.error from failed.__cause__
+            delay = retry.backoff(attempt)
+            logger.debug(
+                "%s: body read failed (%s); restarting in %.2f s",
+                request.operation,
+                failed.error,
+                delay,
+            )
+            attempt += 1
+            await anyio.sleep(delay)
+
+
+# -- the mixin ---------------------------------------------------------------------------------
+
+StepDefinition = Mapping[str, Any] | WorkflowStep
+OutputRef = WorkflowStepState | str
+
+
+def _output_url(output: OutputRef) -> str:
+    if isinstance(output, WorkflowStepState):
+        if not output.output_url:
+            where = output.unique_name + (f"[{output.file_key}]" if output.file_key else "")
+            raise InvalidInputError(
+                f"step {where} has no output_url (status {output.status}); wait for it to "
+                "complete, then fetch the execution again",
+                field="output",
+            )
+        return output.output_url
+    if isinstance(output, str):
+        return output
+    raise InvalidInputError(
+        f"expected a WorkflowStepState or an output URL, not {type(output).__name__}",
+        field="output",
+    )
+
+
+def _stem(output: OutputRef) -> str:
+    if isinstance(output, WorkflowStepState):
+        stem = safe_name(output.unique_name)
+        return stem + (f".{safe_name(output.file_key)}" if output.file_key else "")
+    return "output"
+
+
+class WorkflowsMixin(BaseClient):
+    """Workflow definitions, executions, status streams and step outputs."""
+
+    default_poll: PollPolicy = PollPolicy()
+
+    async def create_workflow(self, name: str, steps: Sequence[StepDefinition]) -> Workflow:
+        """Create a workflow from steps (``WorkflowStep`` or mappings with ``step_key``,
+        ``unique_name``, ``settings``, ``depends_on``). Names must be unique and dependencies
+        acyclic; that is checked before anything is sent."""
+        return await self._call(proto.create_workflow(name, steps), Workflow)
+
+    async def list_workflows(self) -> WorkflowList:
+        """The team's workflows."""
+        data = await self._call(proto.list_workflows())
+        if isinstance(data, list):
+            data = {"workflows": data, "total": len(data)}
+        return structure(data, WorkflowList, what="list_workflows")
+
+    async def get_workflow(self, workflow_id: int | str) -> Workflow:
+        return await self._call(proto.get_workflow(workflow_id), Workflow)
+
+    async def delete_workflow(self, workflow_id: int | str) -> dict[str, Any]:
+        """Delete a workflow definition (servers refuse one that has executions)."""
+        data = await self._call(proto.delete_workflow(workflow_id))
+        return data if isinstance(data, dict) else {"success": True}
+
+    async def get_step_types(self) -> list[WorkflowStepType]:
+        """The step types workflows can be built from, with their settings schemas."""
+        data = await self._call(proto.get_step_types())
+        if isinstance(data, Mapping):
+            data = data.get("step_types", data.get("items", []))
+        return structure(data, list[WorkflowStepType], what="get_step_types")
+
+    async def execute_workflow(
+        self,
+        workflow_id: int | str,
+        *,
+        file_url: str | None = None,
+        file_urls: Sequence[str] | None = None,
+        input_config: Mapping[str, Any] | None = None,
+    ) -> WorkflowExecution:
+        """Start a workflow execution.
+
+        ``file_url`` sends ``{"type": "single_file", …}``, ``file_urls`` sends
+        ``{"type": "file_list", …}`` (http(s) URLs or ``datalab://`` references from
+        ``upload_file``), ``input_config`` is sent as given. Retried only where no duplicate
+        execution can result (connect failures, 429/503/529).
+        """
+        request = proto.execute_workflow(
+            workflow_id, file_url=file_url, file_urls=file_urls, input_config=input_config
+        )
+        data = await self._call(request)
+        if isinstance(data, Mapping):
+            data = dict(data)
+            data.setdefault("workflow_id", workflow_id)
+            if data.get("status") is None:
+                data["status"] = "QUEUED"
+        return structure(data, WorkflowExecution, what="execute_workflow")
+
+    async def get_workflow_execution(self, execution_id: int | str) -> WorkflowExecution:
+        """The current state of an execution (steps parsed from the flat or per-file shape)."""
+        request = proto.get_workflow_execution(execution_id)
+        return await self._call(request, WorkflowExecution)
+
+    def _workflow_states(
+        self, execution_id: int | str, timeout: float | None, poll: PollPolicy | None
+    ) -> AsyncGenerator[WorkflowExecution, None]:
+        return poll_until_terminal(
+            lambda: self.get_workflow_execution(execution_id),
+            is_terminal=lambda e: e.is_terminal,
+            describe=lambda e: f"last status {e.status}",
+            what=f"workflow execution {execution_id}",
+            timeout=timeout,
+            poll=poll or self.default_poll,
+            retry=self.retry,
+        )
+
+    async def watch_workflow_execution(
+        self,
+        execution_id: int | str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - raises WaitTimeoutError(last=...)
+        poll: PollPolicy | None = None,
+    ) -> AsyncIterator[WorkflowEvent]:
+        """Status changes of an execution, ending after the terminal one.
+
+        Yields ``WorkflowStepChanged`` for each step (per file when the server reports files)
+        that appears or changes status, then ``WorkflowStatusChanged`` when the execution's
+        status changes; the last event is always a terminal ``WorkflowStatusChanged``::
+
+            async for event in client.watch_workflow_execution(ex.execution_id, timeout=600):
+                match event:
+                    case WorkflowStepChanged(unique_name=name, file_key=key, new=new):
+                        print(name, key, new)
+                    case WorkflowStatusChanged(new=new):
+                        print("execution", new)
+
+        Transient errors (429, 5xx, dropped connections) do not end the watch. Past ``timeout``
+        seconds it raises ``WaitTimeoutError`` (``.last`` = last execution seen). Safe to leave
+        with ``break`` or to cancel: nothing is in flight between events.
+        """
+        previous: WorkflowExecution | None = None
+        async with aclosing(self._workflow_states(execution_id, timeout, poll)) as states:
+            async for current in states:
+                for event in diff_workflow_executions(previous, current):
+                    yield event
+                previous = current
+
+    async def wait_for_workflow_execution(
+        self,
+        execution_id: int | str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - raises WaitTimeoutError(last=...)
+        poll: PollPolicy | None = None,
+    ) -> WorkflowExecution:
+        """Poll until the execution is COMPLETED or FAILED and return it (a failed execution is
+        returned, not raised; see ``.failed_steps``). ``WaitTimeoutError`` past ``timeout``."""
+        last: WorkflowExecution | None = None
+        async with aclosing(self._workflow_states(execution_id, timeout, poll)) as states:
+            async for current in states:
+                last = current
+        assert last is not None
+        return last
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    async def get_workflow_output(self, output: WorkflowStepState | str) -> Any:
+        """A completed step's output (JSON), from its presigned ``output_url``.
+
+        The request never carries the API key. Outputs expire (about an hour after completion);
+        a 403/404 here usually means that: fetch the execution again for fresh URLs.
+        """
+        return await self._call(proto.get_workflow_output(_output_url(output)))
+
+    async def download_workflow_output(
+        self, output: WorkflowStepState | str, dest: str | os.PathLike[str]
+    ) -> Path:
+        """Stream a step's output to ``dest`` without the API key and return the path written.
+
+        ``dest`` is a file path, or an existing directory: the file is then named after the
+        step (``{unique_name}[.{file_key}].json``). Written to a temp file and renamed into
+        place when complete.
+        """
+        request = proto.get_workflow_output(_output_url(output))
+        return await stream_to_file(
+            self._transport, self.retry, request, dest, default_stem=_stem(output)
+        )
+
+    @overload
+    async def download_workflow_outputs(
+        self,
+        execution: WorkflowExecution,
+        directory: str | os.PathLike[str],
+        *,
+        concurrency: int = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> dict[tuple[str, str | None], Path]: ...
+
+    @overload
+    async def download_workflow_outputs(
+        self,
+        execution: WorkflowExecution,
+        directory: str | os.PathLike[str],
+        *,
+        concurrency: int = ...,
+        return_exceptions: Literal[True],
+    ) -> dict[tuple[str, str | None], Path | DatalabError]: ...
+
+    async def download_workflow_outputs(
+        self,
+        execution: WorkflowExecution,
+        directory: str | os.PathLike[str],
+        *,
+        concurrency: int = 4,
+        return_exceptions: bool = False,
+    ) -> Any:
+        """Download every step output of ``execution`` into ``directory`` (created if needed),
+        at most ``concurrency`` at a time. Keys are ``(unique_name, file_key)``.
+
+        The first failure cancels the rest and is raised, unless ``return_exceptions=True``.
+        """
+        check_concurrency(concurrency)
+        folder = Path(directory)
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        outputs = execution.outputs
+
+        async def one(step: WorkflowStepState) -> Path:
+            return await self.download_workflow_output(step, folder)
+
+        paths = await gather_bounded(
+            outputs, one, concurrency=concurrency, return_exceptions=return_exceptions
+        )
+        return {step.key: path for step, path in zip(outputs, paths, strict=True)}

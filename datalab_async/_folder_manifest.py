@@ -1,0 +1,468 @@
+"""Pure logic behind ``process_folder``: walking the input, safe output paths, the manifest.
+
+Nothing here talks to the network. The manifest is a JSON-lines journal in the output folder;
+each line is one event (``submitted``, ``completed``, ``failed``) appended and flushed as it
+happens, so a crash or Ctrl-C leaves a readable file (a torn last line is ignored on read).
+Replaying it tells a re-run which documents are done, which were submitted but never finished
+(resume by execution id, no second submission) and which failed (submitted again).
+
+Output paths are built only from sanitised components and verified, after resolving symlinks,
+to stay inside the output folder: names from the server or from crafted files (``..``, absolute
+paths, NUL bytes, separators) can never write elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import stat
+import time
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import attrs
+
+from ._errors import InvalidInputError
+from ._protocol.validation import SUPPORTED_EXTENSIONS
+
+__all__ = [
+    "MANIFEST_NAME",
+    "DocState",
+    "FileFingerprint",
+    "FolderEntry",
+    "FolderSummary",
+    "Manifest",
+    "UnsafePathError",
+    "config_fingerprint",
+    "count_pages",
+    "document_dir",
+    "fingerprint_file",
+    "inside",
+    "read_manifest",
+    "result_files",
+    "safe_join",
+    "sanitize_component",
+    "walk_folder",
+    "write_file_inside",
+]
+
+MANIFEST_NAME = ".datalab-manifest.jsonl"
+_MAX_COMPONENT = 160  # bytes; leaves room for suffixes under the usual 255-byte name limit
+_HASH_CHUNK = 1024 * 1024
+
+
+class UnsafePathError(InvalidInputError):
+    """An output path would land outside the output folder (or through a symlink)."""
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class FolderSummary:
+    """What ``process_folder`` did.
+
+    ``done``: relative paths processed successfully in this run (``resumed`` is the subset that
+    an earlier, interrupted run had already submitted); ``failed``: ``(relative path, reason)``;
+    ``skipped``: done by an earlier run (per the manifest); ``ignored``: files left out
+    (unsupported type, symlinks leading out of the folder). ``pages`` counts pages processed in
+    this run when the results report them.
+    """
+
+    done: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+    skipped: tuple[str, ...]
+    pages: int
+    elapsed: float
+    out_dir: Path
+    manifest_path: Path
+    resumed: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when no document failed."""
+        return not self.failed
+
+    @property
+    def total(self) -> int:
+        """Documents considered: done + failed + skipped."""
+        return len(self.done) + len(self.failed) + len(self.skipped)
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.done)} done, {len(self.failed)} failed, {len(self.skipped)} skipped, "
+            f"{self.pages} pages in {self.elapsed:.1f}s"
+        )
+
+
+# -- safe paths ------------------------------------------------------------------------------
+
+
+def sanitize_component(name: str) -> str:
+    """One safe path component made from arbitrary text (a file name or server data).
+
+    Separators, NUL and other control characters become ``_``; ``""``, ``.`` and ``..`` become
+    ``_``; over-long names are cut. Whenever the text had to change, a short hash of the
+    original is appended so that two different inputs cannot collide on one output name.
+    """
+    text = str(name)
+    cleaned = "".join(
+        "_" if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text
+    )
+    cleaned = cleaned.strip()
+    if cleaned in ("", ".", ".."):
+        cleaned = "_"
+    # Windows would strip these silently, making "a." and "a" the same file.
+    cleaned = cleaned.rstrip(". ") or "_"
+    changed = cleaned != name
+    encoded = cleaned.encode("utf-8")
+    if len(encoded) > _MAX_COMPONENT:
+        cleaned = encoded[:_MAX_COMPONENT].decode("utf-8", "ignore")
+        changed = True
+    if changed:
+        digest = hashlib.sha256(str(name).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        cleaned = f"{cleaned}~{digest}"
+    return cleaned
+
+
+def inside(root: Path, candidate: Path) -> bool:
+    """Whether ``candidate`` (after resolving symlinks) is ``root`` or below it."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(candidate)
+    try:
+        return os.path.commonpath([real_root, real]) == real_root
+    except ValueError:  # different drives
+        return False
+
+
+def safe_join(root: Path, *components: str) -> Path:
+    """``root`` joined with sanitised ``components``, verified to stay inside ``root``."""
+    path = Path(os.path.realpath(root))
+    for component in components:
+        path = path / sanitize_component(component)
+    if not inside(root, path):
+        raise UnsafePathError(f"refusing to write outside {str(root)!r}: {str(path)!r}")
+    return path
+
+
+def document_dir(out_dir: Path, relative: str) -> Path:
+    """The folder holding one document's results: every part of ``relative`` sanitised."""
+    parts = [p for p in PurePosixPath(relative.replace("\\", "/")).parts if p not in ("/", "")]
+    if not parts:
+        raise UnsafePathError(f"empty document path {relative!r}")
+    return safe_join(out_dir, *parts)
+
+
+def result_files(step_index: int, step_type: str, result: Mapping[str, Any]) -> list[str]:
+    """The file names for one step's result: ``<index>_<type>.json`` (+ ``.md`` for markdown)."""
+    if isinstance(step_index, bool) or not isinstance(step_index, int) or step_index < 0:
+        raise UnsafePathError(f"invalid step index {step_index!r}")
+    stem = sanitize_component(f"{step_index}_{step_type}")
+    names = [f"{stem}.json"]
+    if isinstance(result.get("markdown"), str):
+        names.append(f"{stem}.md")
+    return names
+
+
+def write_file_inside(root: Path, path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, refusing anything that leaves ``root``.
+
+    The parent folders are created (refusing symlinks out of ``root``), the bytes go to a new
+    temporary file opened without following symlinks, then replace ``path`` in one step.
+    """
+    if not inside(root, path.parent) or path.name in ("", ".", ".."):
+        raise UnsafePathError(f"refusing to write outside {str(root)!r}: {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not inside(root, path.parent):  # a symlink raced in while creating
+        raise UnsafePathError(f"refusing to write outside {str(root)!r}: {str(path)!r}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)  # replaces a symlink at ``path`` itself, never its target
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def count_pages(results: Mapping[int, Mapping[str, Any]]) -> int:
+    """Pages processed according to a document's step results (0 when none says).
+
+    The first result that reports it wins: ``pages_processed`` (a list of page indices or a
+    count), else ``page_count`` / ``num_pages``, else a ``pages`` list.
+    """
+    for index in sorted(results):
+        result = results[index]
+        for key in ("pages_processed", "page_count", "num_pages", "pages"):
+            value = result.get(key)
+            if isinstance(value, list) and key in ("pages_processed", "pages"):
+                return len(value)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+    return 0
+
+
+# -- walking the input -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class FolderEntry:
+    """A document found in the input: ``relative`` (POSIX style, the manifest key) and ``path``."""
+
+    relative: str
+    path: Path
+
+
+def _supported(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in SUPPORTED_EXTENSIONS
+
+
+def _matches(relative: str, pattern: str | None) -> bool:
+    if pattern is None:
+        return True
+    target = relative if "/" in pattern else relative.rsplit("/", 1)[-1]
+    return fnmatch.fnmatchcase(target, pattern)
+
+
+def walk_folder(
+    root: Path,
+    *,
+    pattern: str | None = None,
+    recursive: bool = True,
+    exclude: Sequence[Path] = (),
+    ignored: list[str] | None = None,
+) -> Iterator[FolderEntry]:
+    """Supported documents under ``root`` in sorted order, read lazily.
+
+    Symlinked files are taken only when their target is inside ``root``; symlinked folders are
+    never entered (no escapes, no cycles). ``exclude``: folders to leave out (the output folder
+    when it sits inside the input). Files left out for those reasons are appended to ``ignored``.
+    """
+    real_root = Path(os.path.realpath(root))
+    excluded = {os.path.realpath(p) for p in exclude}
+    # A stack of sorted listings: entering a folder pushes its listing, so the walk visits
+    # paths in sorted order (by component) while holding one listing per level only.
+    stack: list[tuple[Iterator[os.DirEntry[str]], str]] = []
+
+    def enter(folder: str, prefix: str) -> None:
+        try:
+            with os.scandir(folder) as it:
+                listing = sorted(it, key=lambda e: e.name)
+        except OSError:
+            if ignored is not None:
+                ignored.append(prefix.rstrip("/") or ".")
+            return
+        stack.append((iter(listing), prefix))
+
+    enter(os.fspath(root), "")
+    while stack:
+        listing, prefix = stack[-1]
+        entry = next(listing, None)
+        if entry is None:
+            stack.pop()
+            continue
+        relative = prefix + entry.name
+        if entry.name == MANIFEST_NAME:
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if recursive and os.path.realpath(entry.path) not in excluded:
+                    enter(entry.path, relative + "/")
+                continue
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if not inside(real_root, Path(target)) or not os.path.isfile(target):
+                    if _supported(entry.name) and ignored is not None:
+                        ignored.append(relative)
+                    continue
+            elif not stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                continue
+        except OSError:
+            continue
+        if not _supported(entry.name):
+            if ignored is not None and _matches(relative, pattern):
+                ignored.append(relative)
+            continue
+        if _matches(relative, pattern):
+            yield FolderEntry(relative, Path(entry.path))
+
+
+# -- fingerprints ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class FileFingerprint:
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+def fingerprint_file(path: Path) -> FileFingerprint:
+    """SHA-256, size and mtime of ``path`` (read in chunks; blocking, run it in a thread)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        before = os.fstat(handle.fileno())
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return FileFingerprint(digest.hexdigest(), before.st_size, before.st_mtime_ns)
+
+
+def config_fingerprint(pipeline_id: str, options: Mapping[str, Any]) -> str:
+    """A short stable hash of the pipeline id and run options (a changed config re-processes)."""
+    payload = {"pipeline_id": pipeline_id, **{k: v for k, v in options.items() if v is not None}}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- the manifest ----------------------------------------------------------------------------
+
+
+@attrs.define
+class DocState:
+    """What the manifest says about one document (the last relevant events)."""
+
+    status: str  # "submitted", "completed" or "failed"
+    config: str
+    sha256: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    execution_id: str | None = None
+    reason: str | None = None
+
+    def same_file(self, size: int, mtime_ns: int) -> bool:
+        """True when size and mtime match the recorded ones (no need to hash again)."""
+        return self.size == size and self.mtime_ns == mtime_ns
+
+
+def _apply(states: dict[str, DocState], record: Mapping[str, Any]) -> None:
+    event = record.get("event")
+    path = record.get("path")
+    config = record.get("config")
+    if not isinstance(path, str) or not isinstance(config, str):
+        return
+    execution_id = record.get("execution_id")
+    eid = execution_id if isinstance(execution_id, str) else None
+    if event == "submitted":
+        size, mtime = record.get("size"), record.get("mtime_ns")
+        sha = record.get("sha256")
+        states[path] = DocState(
+            "submitted",
+            config,
+            sha256=sha if isinstance(sha, str) else None,
+            size=size if isinstance(size, int) else None,
+            mtime_ns=mtime if isinstance(mtime, int) else None,
+            execution_id=eid,
+        )
+        return
+    if event not in ("completed", "failed"):
+        return
+    current = states.get(path)
+    if current is None or current.config != config:
+        states[path] = current = DocState(event, config)
+    elif current.execution_id is not None and eid is not None and eid != current.execution_id:
+        return  # an outcome of an older submission
+    current.status = event
+    if eid is not None:
+        current.execution_id = eid
+    sha = record.get("sha256")
+    if isinstance(sha, str):
+        current.sha256 = sha
+    reason = record.get("reason")
+    current.reason = reason if isinstance(reason, str) else None
+
+
+def read_manifest(path: Path) -> dict[str, DocState]:
+    """Replay the manifest at ``path`` into the latest state per document path.
+
+    Lines that are not complete JSON objects (a torn last line after a crash) are skipped.
+    """
+    states: dict[str, DocState] = {}
+    try:
+        handle = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return states
+    with handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                break  # torn write: the process died mid-line
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                _apply(states, record)
+    return states
+
+
+class Manifest:
+    """An append-only JSON-lines journal; each record is written and flushed at once.
+
+    ``record`` makes the line durable against a crash of this process (it reaches the OS
+    before returning); ``fsync`` (blocking: call it in a thread) also survives power loss.
+    An exclusive lock stops two runs from sharing one output folder.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[str] | None = None
+        self.written = 0
+
+    def open(self) -> None:
+        """Open for appending, take the lock, and end a torn last line."""
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            _lock(handle)
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() > 0:
+                handle.seek(handle.tell() - 1)
+                if handle.read(1) != "\n":
+                    handle.seek(0, os.SEEK_END)
+                    handle.write("\n")
+                    handle.flush()
+            handle.seek(0, os.SEEK_END)
+        except BaseException:
+            handle.close()
+            raise
+        self._handle = handle
+
+    def record(self, event: str, relative: str, config: str, **fields: Any) -> None:
+        """Append one event line and flush it to the OS."""
+        if self._handle is None:
+            raise RuntimeError("the manifest is not open")
+        data = {"event": event, "path": relative, "config": config, "time": time.time(), **fields}
+        self._handle.write(json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self._handle.flush()
+        self.written += 1
+
+    def fsync(self) -> None:
+        """Force written records to stable storage."""
+        if self._handle is not None:
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            handle.close()  # also releases the lock
+
+
+def _lock(handle: IO[str]) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InvalidInputError(
+            f"{str(handle.name)!r} is in use by another run writing to the same folder",
+            field="out_dir",
+        ) from None
