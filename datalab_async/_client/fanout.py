@@ -38,17 +38,6 @@ __all__ = [
 ]
 
 _URL_PREFIXES = ("http://", "https://", "datalab://")
-_RUN_OPTIONS = frozenset(
-    {
-        "page_range",
-        "output_format",
-        "run_evals",
-        "skip_cache",
-        "webhook_url",
-        "version",
-        "allow_any_file_type",
-    }
-)
 _RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
 
@@ -322,11 +311,7 @@ class FanoutMixin(WatchMixin):
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
         ):
             raise InvalidInputError("timeout must be > 0 seconds or None", field="timeout")
-        unknown = set(run_options) - _RUN_OPTIONS
-        if unknown:
-            raise InvalidInputError(
-                f"unknown run option(s) for map_pipeline: {', '.join(sorted(unknown))}"
-            )
+        proto.validate_run_options(pipeline_id, run_options)
         checked = _check_sources(sources)
         return self._map(
             checked,

@@ -283,7 +283,7 @@ class FolderMixin(WatchMixin):
             if not await anyio.Path(path).exists():
                 raise InvalidInputError(f"no such file or folder: {str(path)!r}", field="paths")
         # Check the options locally now rather than once per document.
-        proto.run_pipeline(pipeline_id, file_url="https://example.invalid/x.pdf", **run_options)
+        proto.validate_run_options(pipeline_id, run_options)
 
         started = time.monotonic()
         target, manifest, states = await anyio.to_thread.run_sync(_prepare, Path(out_dir), resume)

@@ -23,6 +23,7 @@ from .validation import (
 
 __all__ = [
     "API",
+    "RUN_OPTIONS",
     "archive_pipeline",
     "create_pipeline",
     "create_pipeline_version",
@@ -35,11 +36,13 @@ __all__ = [
     "list_pipeline_executions",
     "list_pipeline_versions",
     "list_pipelines",
+    "run_option_fields",
     "run_pipeline",
     "save_pipeline",
     "step_payload",
     "unarchive_pipeline",
     "update_pipeline",
+    "validate_run_options",
 ]
 
 API = "/api/v1"
@@ -119,6 +122,34 @@ def run_pipeline(
             filename=filename,
             allow_any_file_type=allow_any_file_type,
         )
+    fields += run_option_fields(
+        page_range=page_range,
+        output_format=output_format,
+        run_evals=run_evals,
+        skip_cache=skip_cache,
+        webhook_url=webhook_url,
+        version=version,
+    )
+    return Request(
+        "POST",
+        f"{API}/pipelines/{pid}/run",
+        "run_pipeline",
+        multipart=Multipart(tuple(fields), part),
+        retry=RetryMode.CREATE,
+    )
+
+
+def run_option_fields(
+    *,
+    page_range: str | None = None,
+    output_format: str | None = None,
+    run_evals: bool | None = None,
+    skip_cache: bool | None = None,
+    webhook_url: str | None = None,
+    version: int | None = None,
+) -> list[tuple[str, str]]:
+    """The validated form fields for a run's options (unset options are omitted)."""
+    fields: list[tuple[str, str]] = []
     if (pr := validate_page_range(page_range)) is not None:
         fields.append(("page_range", pr))
     if (fmt := validate_output_format(output_format)) is not None:
@@ -131,13 +162,21 @@ def run_pipeline(
         fields.append(("webhook_url", validate_webhook_url(webhook_url)))
     if (v := validate_version(version)) is not None:
         fields.append(("version", str(v)))
-    return Request(
-        "POST",
-        f"{API}/pipelines/{pid}/run",
-        "run_pipeline",
-        multipart=Multipart(tuple(fields), part),
-        retry=RetryMode.CREATE,
-    )
+    return fields
+
+
+RUN_OPTIONS = frozenset(
+    {"page_range", "output_format", "run_evals", "skip_cache", "webhook_url", "version"}
+)
+
+
+def validate_run_options(pipeline_id: str, options: Mapping[str, Any]) -> None:
+    """Check a pipeline id and run options once, before many documents are sent with them."""
+    validate_id(pipeline_id, "pipeline_id")
+    unknown = set(options) - RUN_OPTIONS - {"allow_any_file_type"}
+    if unknown:
+        raise InvalidInputError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+    run_option_fields(**{k: v for k, v in options.items() if k in RUN_OPTIONS})
 
 
 def get_pipeline_execution(execution_id: str) -> Request:

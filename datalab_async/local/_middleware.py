@@ -79,6 +79,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, _ROUTER_DETAILS.get(exc.status, exc.reason), headers)
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client went away mid-request (e.g. a cancelled upload): nothing to answer.
+        log.debug("client disconnected during %s %s", request.method, request.path)
+        return error_response(400, "Client disconnected")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "Internal server error")
