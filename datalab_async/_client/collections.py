@@ -26,7 +26,7 @@ from .._models import (
 )
 from .._protocol import collections as proto
 from ._base import BaseClient
-from .workflows import check_concurrency, gather_bounded, poll_until_terminal
+from ._policy import check_concurrency, gather_bounded, poll_until_terminal
 
 __all__ = ["CollectionsMixin", "EvalsMixin", "FilesMixin"]
 

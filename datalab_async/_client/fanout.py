@@ -26,8 +26,9 @@ from .._errors import DatalabError, InvalidInputError, WaitTimeoutError
 from .._models import ExecutionStatus, PipelineExecution
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from ._policy import deadline_after
 from ._ratelimit import RateLimiter
-from .watch import WatchMixin, _check_timeout
+from .watch import WatchMixin
 
 __all__ = [
     "DocumentFailedError",
@@ -431,7 +432,7 @@ class FanoutMixin(WatchMixin):
             source = DocumentSource(name=repr(item)[:120])
             error = err
         else:
-            deadline = _check_timeout(run.timeout)
+            deadline = deadline_after(run.timeout)
             try:
                 request = proto.run_pipeline(
                     run.pipeline_id, **source.run_arguments(), **run.run_options

@@ -11,7 +11,6 @@ once instead of sleeping until their next poll.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -33,6 +32,7 @@ from .._protocol import pipelines as proto
 from .._protocol.http import parse_retry_after
 from ._base import BaseClient
 from ._notify import ExecutionNotifier
+from ._policy import deadline_after
 
 __all__ = ["CompletedExecution", "WatchMixin"]
 
@@ -62,17 +62,6 @@ class CompletedExecution:
         return self.execution.execution_id
 
 
-def _check_timeout(timeout: float | None) -> float:
-    """The absolute deadline (loop clock) for ``timeout`` seconds from now; inf for None."""
-    if timeout is None:
-        return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise InvalidInputError(
-            f"timeout must be a number of seconds > 0, or None; got {timeout!r}", field="timeout"
-        )
-    return anyio.current_time() + timeout
-
-
 class WatchMixin(BaseClient):
     """Status streams and waits for pipeline executions."""
 
@@ -95,7 +84,7 @@ class WatchMixin(BaseClient):
     ) -> AsyncGenerator[PipelineExecution, None]:
         """Each execution state polled, ending after the first terminal one."""
         request = proto.get_pipeline_execution(execution_id)
-        deadline = _check_timeout(timeout)
+        deadline = deadline_after(timeout)
         policy = poll or self.default_poll
         last: PipelineExecution | None = None
         polls = failures = 0
@@ -219,7 +208,7 @@ class WatchMixin(BaseClient):
         ``fetch_results=True`` also downloads the completed steps' results before returning. A
         failed execution is returned (``.ok`` False, see ``execution.failed_steps``).
         """
-        deadline = _check_timeout(timeout)
+        deadline = deadline_after(timeout)
         try:
             request = proto.run_pipeline(pipeline_id, **run_kwargs)
         except TypeError as err:  # an unknown keyword

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import mimetypes
 import os
 import re
@@ -17,15 +16,12 @@ import tempfile
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
     Mapping,
     Sequence,
 )
 from contextlib import aclosing
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar, overload
+from typing import IO, Any, Literal, overload
 
 import aiohttp
 import anyio
@@ -35,9 +31,6 @@ from .._errors import (
     APIConnectionError,
     DatalabError,
     InvalidInputError,
-    RateLimitError,
-    ServerError,
-    WaitTimeoutError,
 )
 from .._models import (
     Workflow,
@@ -51,156 +44,18 @@ from .._models import (
 )
 from .._models.workflows import diff_workflow_executions
 from .._protocol import workflows as proto
-from .._protocol.http import Request, parse_retry_after
+from .._protocol.http import Request
 from .._transport import HTTPTransport
 from ._base import BaseClient
+from ._policy import check_concurrency, gather_bounded, poll_until_terminal
 
-__all__ = [
-    "WorkflowsMixin",
-    "check_concurrency",
-    "gather_bounded",
-    "poll_until_terminal",
-    "stream_to_file",
-]
+__all__ = ["WorkflowsMixin", "stream_to_file"]
 
 logger = logging.getLogger("datalab_async")
 
-T = TypeVar("T")
-A = TypeVar("A")
-R = TypeVar("R")
-
-_TRANSIENT = (RateLimitError, ServerError, APIConnectionError)
 _CHUNK = 64 * 1024
 _FLUSH = 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-# -- shared policy helpers -----------------------------------------------------------------------
-
-
-def _deadline(timeout: float | None) -> float:
-    if timeout is None:
-        return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise InvalidInputError(
-            f"timeout must be a number of seconds > 0, or None; got {timeout!r}", field="timeout"
-        )
-    return anyio.current_time() + timeout
-
-
-async def poll_until_terminal(
-    fetch: Callable[[], Awaitable[T]],
-    *,
-    is_terminal: Callable[[T], bool],
-    describe: Callable[[T], str],
-    what: str,
-    timeout: float | None,  # noqa: ASYNC109 - a deadline that raises with the last state
-    poll: PollPolicy,
-    retry: RetryPolicy,
-) -> AsyncGenerator[T, None]:
-    """Each state ``fetch`` returns, ending after the first terminal one.
-
-    Polls back off per ``poll``. Transient failures (429, 5xx, connection errors, after the
-    transport's own retries) do not end the watch: it tries again with backoff, honouring
-    ``Retry-After``. Past ``timeout`` seconds it raises ``WaitTimeoutError`` with ``.last``.
-    No request is in flight between two yields, so the consumer may stop at any time.
-    """
-    deadline = _deadline(timeout)
-    last: T | None = None
-    polls = failures = 0
-
-    def timed_out() -> WaitTimeoutError:
-        seen = describe(last) if last is not None else "nothing seen yet"
-        return WaitTimeoutError(f"{what} did not finish within {timeout} s ({seen})", last=last)
-
-    while True:
-        if anyio.current_time() >= deadline:
-            raise timed_out()
-        wait = poll.interval(polls)
-        got = False
-        current: T | None = None
-        with anyio.CancelScope(deadline=deadline) as scope:
-            try:
-                current = await fetch()
-                got = True
-            except _TRANSIENT as err:
-                if not err.retryable:
-                    raise
-                retry_after = parse_retry_after(getattr(err, "headers", None) or {})
-                wait = max(wait, retry.backoff(failures, retry_after))
-                failures += 1
-                logger.debug("polling %s failed (%s); again in %.2f s", what, err, wait)
-        if scope.cancelled_caught:
-            raise timed_out()
-        if got:
-            assert current is not None
-            failures = 0
-            last = current
-            yield current
-            if is_terminal(current):
-                return
-            polls += 1
-        remaining = deadline - anyio.current_time()
-        if remaining <= 0:
-            raise timed_out()
-        await anyio.sleep(min(wait, remaining))
-
-
-def check_concurrency(concurrency: int) -> int:
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidInputError("concurrency must be an int >= 1", field="concurrency")
-    return concurrency
-
-
-async def gather_bounded(
-    items: Iterable[A],
-    fn: Callable[[A], Awaitable[R]],
-    *,
-    concurrency: int,
-    return_exceptions: bool = False,
-) -> list[R | DatalabError]:
-    """``fn`` over ``items`` with at most ``concurrency`` running, results in input order.
-
-    Items are read lazily (a task is created only when there is room). On the first failure
-    the rest are cancelled and the error is raised, unless ``return_exceptions`` is set: then
-    a ``DatalabError`` takes the item's place (other exceptions still propagate).
-    """
-    check_concurrency(concurrency)
-    results: dict[int, R | DatalabError] = {}
-    running: dict[asyncio.Task[R], int] = {}
-    source = iter(enumerate(items))
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(running) < concurrency:
-                nxt = next(source, None)
-                if nxt is None:
-                    exhausted = True
-                    break
-                index, item = nxt
-
-                async def run(value: A = item) -> R:
-                    return await fn(value)
-
-                running[asyncio.ensure_future(run())] = index
-            if not running:
-                break
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                index = running.pop(task)
-                error = task.exception()
-                if error is None:
-                    results[index] = task.result()
-                elif return_exceptions and isinstance(error, DatalabError):
-                    results[index] = error
-                else:
-                    raise error
-    finally:
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
-    return [results[i] for i in range(len(results))]
 
 
 class _ReadFailed(Exception):
