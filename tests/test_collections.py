@@ -200,8 +200,11 @@ def calls(m: aioresponses) -> list[tuple[str, str, dict[str, Any]]]:
 ANY = re.compile(r"https://api\.test/.*")
 
 
-async def test_upload_file_shape(client: AsyncDatalabClient, tmp_path: Path) -> None:
+@pytest.mark.parametrize("padding", [0, 300 * 1024], ids=["small-read-whole", "large-streamed"])
+async def test_upload_file_shape(client: AsyncDatalabClient, tmp_path: Path, padding: int) -> None:
     doc = pdf(tmp_path, 1)
+    with doc.open("ab") as f:
+        f.write(b"\n" * padding)  # after %%EOF: still a valid PDF, now over the streaming size
     with aioresponses() as m:
         m.post(
             f"{BASE}/api/v1/files/upload",
@@ -229,7 +232,10 @@ async def test_upload_file_shape(client: AsyncDatalabClient, tmp_path: Path) -> 
     assert post["headers"]["X-API-Key"] == KEY and confirm["headers"]["X-API-Key"] == KEY
     assert "X-API-Key" not in put["headers"]
     assert put["headers"]["Content-Type"] == "application/pdf"
-    assert getattr(put["data"], "name", None) == str(doc)  # a file handle: streamed, not read
+    if padding:
+        assert getattr(put["data"], "name", None) == str(doc)  # a file handle: streamed
+    else:
+        assert put["data"] == doc.read_bytes()  # small documents are read whole
 
 
 async def test_collection_and_eval_shapes(client: AsyncDatalabClient) -> None:

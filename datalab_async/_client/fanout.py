@@ -447,8 +447,8 @@ class FanoutMixin(WatchMixin):
                     remaining = None
                     if run.timeout is not None:
                         remaining = max(deadline - anyio.current_time(), 1e-3)
-                    execution = await self.wait_for_execution(
-                        execution.execution_id, timeout=remaining, poll=run.poll
+                    execution = await self._wait(
+                        execution.execution_id, timeout=remaining, poll=run.poll, known=execution
                     )
                 if run.fetch_results and execution.status in _RESULT_STATUSES:
                     results = await self.fetch_step_results(execution)

@@ -81,8 +81,13 @@ class WatchMixin(BaseClient):
         *,
         timeout: float | None,  # noqa: ASYNC109 - raises WaitTimeoutError(last=...)
         poll: PollPolicy | None,
+        known: PipelineExecution | None = None,
     ) -> AsyncGenerator[PipelineExecution, None]:
-        """Each execution state polled, ending after the first terminal one."""
+        """Each execution state polled, ending after the first terminal one.
+
+        With ``known`` (a state the caller just received, e.g. from the run response) the first
+        poll waits one interval instead of asking again at once.
+        """
         request = proto.get_pipeline_execution(execution_id)
         deadline = deadline_after(timeout)
         policy = poll or self.default_poll
@@ -96,6 +101,9 @@ class WatchMixin(BaseClient):
             )
 
         with self.notifier.subscribe(execution_id) as wakeup:
+            if known is not None:
+                last, polls = known, 1
+                await wakeup.wait(min(policy.interval(0), max(deadline - anyio.current_time(), 0)))
             while True:
                 if anyio.current_time() >= deadline:
                     raise timed_out()
@@ -171,9 +179,19 @@ class WatchMixin(BaseClient):
     ) -> PipelineExecution:
         """Poll until the execution is terminal and return it (``WaitTimeoutError`` past
         ``timeout`` seconds, with ``.last`` set). A failed execution is returned, not raised."""
+        return await self._wait(execution_id, timeout=timeout, poll=poll)
+
+    async def _wait(
+        self,
+        execution_id: str,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - raises WaitTimeoutError(last=...)
+        poll: PollPolicy | None,
+        known: PipelineExecution | None = None,
+    ) -> PipelineExecution:
         last: PipelineExecution | None = None
         async with aclosing(
-            self._executions(execution_id, timeout=timeout, poll=poll)
+            self._executions(execution_id, timeout=timeout, poll=poll, known=known)
         ) as executions:
             async for current in executions:
                 last = current
@@ -223,8 +241,8 @@ class WatchMixin(BaseClient):
         execution = started
         if not started.is_terminal:
             remaining = None if timeout is None else max(deadline - anyio.current_time(), 1e-3)
-            execution = await self.wait_for_execution(
-                started.execution_id, timeout=remaining, poll=poll
+            execution = await self._wait(
+                started.execution_id, timeout=remaining, poll=poll, known=started
             )
         results = await self.fetch_step_results(execution) if fetch_results else {}
         return CompletedExecution(execution, results)

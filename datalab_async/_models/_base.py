@@ -50,16 +50,24 @@ def parse_datetime(value: Any) -> datetime:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         result = datetime.fromtimestamp(value, tz=timezone.utc)
     elif isinstance(value, str):
-        text = value.strip().replace(" ", "T", 1)
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        text = _FRACTION.sub(lambda m: (m.group(1) + "000000")[:7], text, count=1)
-        result = datetime.fromisoformat(text)
+        try:
+            result = datetime.fromisoformat(value)  # the common case on Python 3.11+
+        except ValueError:
+            result = _parse_iso_leniently(value)
     else:
         raise ValueError(f"not a datetime: {value!r}")
     if result.tzinfo is None:
         result = result.replace(tzinfo=timezone.utc)
     return result
+
+
+def _parse_iso_leniently(value: str) -> datetime:
+    """``Z`` suffixes and fractions of any length, which older ``fromisoformat`` refuses."""
+    text = value.strip().replace(" ", "T", 1)
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    text = _FRACTION.sub(lambda m: (m.group(1) + "000000")[:7], text, count=1)
+    return datetime.fromisoformat(text)
 
 
 converter = cattrs.Converter(forbid_extra_keys=False)
@@ -80,8 +88,24 @@ def _structure_int_or_str(value: Any, _: Any) -> int | str | None:
 converter.register_structure_hook_func(lambda t: t == (int | str | None), _structure_int_or_str)
 
 
+_fast: cattrs.Converter | None = None
+
+
+def _fast_converter() -> cattrs.Converter:
+    # The same hooks without cattrs' detailed validation (markedly faster on the polling hot
+    # path); built on first use, once every model module has registered its hooks.
+    global _fast
+    if _fast is None:
+        _fast = converter.copy(detailed_validation=False)
+    return _fast
+
+
 def structure(data: Any, cls: type[T], *, what: str | None = None) -> T:
     """Structure ``data`` into ``cls``; failures become ResponseValidationError with the path."""
+    try:
+        return _fast_converter().structure(data, cls)
+    except Exception:  # noqa: BLE001 - re-run with detailed validation to name the field
+        pass
     try:
         return converter.structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as err:
