@@ -7,8 +7,6 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import anyio
-
 __all__ = ["ExecutionNotifier", "Subscription"]
 
 
@@ -21,27 +19,43 @@ class Subscription:
 
     def __init__(self, execution_id: str) -> None:
         self.execution_id = execution_id
-        self._event = asyncio.Event()
+        self._notified = False
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def notified(self) -> bool:
-        return self._event.is_set()
+        return self._notified
 
     def set(self) -> None:
-        self._event.set()
+        self._notified = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def clear(self) -> None:
-        self._event.clear()
+        self._notified = False
 
     async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - a sleep, not a deadline
         """Sleep up to ``timeout`` seconds; True if woken by a notification."""
-        if self._event.is_set():
+        if self._notified:
             return True
         if timeout <= 0 or math.isnan(timeout):
             return False
-        with anyio.move_on_after(timeout):
-            await self._event.wait()
-        return self._event.is_set()
+        # A bare future and a loop timer: this runs once per poll of every watched execution,
+        # where a cancel scope or a task per sleep costs measurably more CPU.
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return self._notified
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class ExecutionNotifier:

@@ -10,7 +10,9 @@ once instead of sleeping until their next poll.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -93,6 +95,7 @@ class WatchMixin(BaseClient):
         policy = poll or self.default_poll
         last: PipelineExecution | None = None
         polls = failures = 0
+        has_deadline = not math.isinf(deadline)
 
         def timed_out() -> WaitTimeoutError:
             seen = f"last status {last.status}" if last is not None else "no status seen yet"
@@ -110,7 +113,9 @@ class WatchMixin(BaseClient):
                 wakeup.clear()
                 current: PipelineExecution | None = None
                 wait = policy.interval(polls)
-                with anyio.CancelScope(deadline=deadline) as scope:
+                # A cancel scope per poll only when there is a deadline to enforce (hot path).
+                scope = anyio.CancelScope(deadline=deadline) if has_deadline else None
+                with scope if scope is not None else contextlib.nullcontext():
                     try:
                         current = await self._call(request, PipelineExecution)
                     except _TRANSIENT as err:
@@ -125,7 +130,7 @@ class WatchMixin(BaseClient):
                             err,
                             wait,
                         )
-                if scope.cancelled_caught:
+                if scope is not None and scope.cancelled_caught:
                     raise timed_out()
                 if current is not None:
                     failures = 0
