@@ -25,7 +25,7 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(BIN)/python examples/documents/make_samples.py examples/documents
-	$(BIN)/datalab-async run --local examples/documents --out out
+	$(BIN)/datalab-async run demo examples/documents --local --out out
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -153,7 +153,8 @@ def safe_join(root: Path, *components: str) -> Path:
 
 def document_dir(out_dir: Path, relative: str) -> Path:
     """The folder holding one document's results: every part of ``relative`` sanitised."""
-    parts = [p for p in PurePosixPath(relative.replace("\\", "/")).parts if p not in ("/", "")]
+    # Only "/" separates: a backslash is an ordinary character of a POSIX file name.
+    parts = [p for p in PurePosixPath(relative).parts if p not in ("/", "")]
     if not parts:
         raise UnsafePathError(f"empty document path {relative!r}")
     return safe_join(out_dir, *parts)

@@ -43,8 +43,9 @@ from .._folder_manifest import (
 from .._models import ExecutionStatus, PipelineExecution
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from ._policy import deadline_after
 from ._ratelimit import RateLimiter
-from .watch import WatchMixin, _check_timeout
+from .watch import WatchMixin
 
 __all__ = ["FolderEvent", "FolderMixin"]
 
@@ -267,7 +268,7 @@ class FolderMixin(WatchMixin):
                 f"unknown run option(s) for process_folder: {', '.join(sorted(unknown))}"
             )
         if timeout is not None:
-            _check_timeout(timeout)
+            deadline_after(timeout)
         pace = None
         if max_per_second is not None:
             try:
@@ -389,7 +390,7 @@ class FolderMixin(WatchMixin):
 
     async def _folder_document(self, item: _Work, job: _Job) -> None:
         relative = item.entry.relative
-        deadline = _check_timeout(job.timeout)
+        deadline = deadline_after(job.timeout)
         if item.resume_id is not None:
             job.emit(relative, "resuming", execution_id=item.resume_id)
             try:
@@ -470,8 +471,8 @@ class FolderMixin(WatchMixin):
                 remaining = None
                 if not math.isinf(deadline):
                     remaining = max(deadline - anyio.current_time(), 1e-3)
-                execution = await self.wait_for_execution(
-                    execution_id, timeout=remaining, poll=job.poll
+                execution = await self._wait(
+                    execution_id, timeout=remaining, poll=job.poll, known=execution
                 )
             results: dict[int, dict[str, Any]] = {}
             if execution.status in _RESULT_STATUSES:

@@ -1,0 +1,257 @@
+"""The ``datalab-async`` command line, driven through ``main([...])``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datalab_async._cli import main
+from datalab_async._folder_manifest import MANIFEST_NAME
+from datalab_async.local import LocalDatalab
+from datalab_async.local.samples import make_document, write_sample_documents
+
+
+class ThreadedServer:
+    """A LocalDatalab on its own event loop in a thread (``main`` runs its own loop)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = LocalDatalab(step_latency=0.01)
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def flags(self) -> list[str]:
+        # "=" form: a random key may start with "-", which argparse would take for an option.
+        return [f"--api-key={self.server.api_key}", f"--base-url={self.server.url}"]
+
+    def stats(self) -> dict[str, Any]:
+        async def read() -> dict[str, Any]:
+            return self.server.stats()
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(10)
+
+
+@pytest.fixture
+def remote() -> Iterator[ThreadedServer]:
+    with ThreadedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    write_sample_documents(folder)
+    return folder
+
+
+def test_run_local_demo_plain(
+    docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "demo", str(docs), "--out", str(out), "--local", "--plain"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert printed.count("done     ") == 6
+    assert "failed: 0" in printed and "ignored (type, symlink): 2" in printed
+    extraction = json.loads((out / "invoice-0001.pdf" / "1_extract.json").read_text())
+    assert extraction["extraction"]["invoice_number"] == "INV-0001"
+    assert {"vendor", "date", "total"} <= set(extraction["extraction"])
+    assert (out / "invoice-0001.pdf" / "0_convert.md").is_file()
+    assert (out / MANIFEST_NAME).is_file()
+
+
+def test_run_local_with_rich_summary_table(
+    docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "convert", str(docs / "invoice-0002.pdf"), "--out", str(out), "--local"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "Summary" in printed and "1/1" in printed
+    assert (out / "invoice-0002.pdf" / "0_convert.json").is_file()
+
+
+def test_run_exits_1_when_a_document_fails(
+    docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (docs / "broken.pdf").write_bytes(b"not a pdf at all")
+    code = main(["run", "convert", str(docs), "--out", str(tmp_path / "o"), "--local", "--plain"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED   broken.pdf" in printed and "not a PDF" in printed
+    assert "failed: 1" in printed
+
+
+def test_run_options_reach_the_server(
+    remote: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, data = make_document("pdf", 2)  # two pages
+    (tmp_path / name).write_bytes(data)
+    pipeline = remote.server.create_pipeline_sync(["convert"])
+    out = tmp_path / "out"
+    args = ["run", pipeline, str(tmp_path / name), "--out", str(out), "--plain"]
+    args += ["--page-range", "1", "--output-format", "html", "--version", "1", *remote.flags()]
+    assert main(args) == 0
+    capsys.readouterr()
+    result = json.loads((out / name / "0_convert.json").read_text())
+    assert result["pages_processed"] == [1] and "html" in result
+    assert remote.stats()["executions_created"] == 1
+    # A second run finds everything done.
+    assert main(args) == 0
+    assert "skipped (done before): 1" in capsys.readouterr().out
+    assert remote.stats()["executions_created"] == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["run"],
+        ["run", "demo"],
+        ["run", "demo", "missing-folder", "--local"],
+        ["run", "demo", ".", "--local", "--concurrency", "0"],
+        ["run", "demo", ".", "--local", "--page-range", "pages 1 to 3"],
+        ["run", "pl_unknown", ".", "--local"],
+        ["run", "bogus-step", ".", "--local", "--out", "{tmp}/o"],
+        ["pipelines", "create", "--api-key", "k"],
+        ["pipelines", "create", "extract={not json", "--api-key", "k"],
+        ["result", "pex_1", "minus-one", "--api-key", "k"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.pdf").write_bytes(make_document("pdf", 1)[1])
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    assert capsys.readouterr().err
+
+
+def test_missing_api_key_is_a_usage_error(
+    monkeypatch: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DATALAB_API_KEY", raising=False)
+    assert main(["pipelines", "list"]) == 2
+    assert "API key" in capsys.readouterr().err
+
+
+def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "run" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "datalab-async" in capsys.readouterr().out
+    assert main(["run", "--help"]) == 0
+    assert "--concurrency" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "datalab_async", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0 and done.stdout.startswith("datalab-async ")
+
+
+def test_serve_delegates_to_the_local_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"]) == 0
+    assert "--step-latency" in capsys.readouterr().out
+    assert main(["serve", "--step-latency", "-1"]) == 2
+
+
+def test_pipelines_create_list_publish(
+    remote: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = tmp_path / "extract.json"
+    settings.write_text(json.dumps({"page_schema": {"type": "object", "properties": {}}}))
+    argv = ["pipelines", "create", "convert", f"extract=@{settings}", "--name", "Invoices"]
+    assert main([*argv, "--publish", *remote.flags()]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("created pl_") and "published version 1" in line
+    pipeline_id = line.split()[1]
+
+    assert main(["pipelines", "list", "--json", *remote.flags()]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    (row,) = listing["pipelines"]
+    assert row["pipeline_id"] == pipeline_id and row["name"] == "Invoices"
+    assert row["steps"] == ["convert", "extract"] and row["active_version"] == 1
+
+    assert main(["pipelines", "list", "--plain", *remote.flags()]) == 0
+    assert pipeline_id in capsys.readouterr().out
+    assert main(["pipelines", "list", *remote.flags()]) == 0
+    assert "Invoices" in capsys.readouterr().out
+
+    assert main(["pipelines", "publish", pipeline_id, "--description", "v2", *remote.flags()]) == 0
+    assert capsys.readouterr().out.strip() == f"published {pipeline_id} version 2"
+
+
+def test_watch_and_result(
+    remote: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, data = make_document("pdf", 3)
+    (tmp_path / name).write_bytes(data)
+    pipeline = remote.server.create_pipeline_sync(["convert", "segment"])
+    out = tmp_path / "out"
+    assert main(["run", pipeline, str(tmp_path / name), "--out", str(out), *remote.flags()]) == 0
+    capsys.readouterr()
+    records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+    execution_id = records[0]["execution_id"]
+
+    assert main(["watch", execution_id, *remote.flags()]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("step 0 (convert): completed" in line for line in lines)
+    assert any("step 1 (segment): completed" in line for line in lines)
+    assert lines[-1].endswith(f"execution {execution_id}: completed")
+
+    assert main(["result", execution_id, "0", *remote.flags()]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads((out / name / "0_convert.json").read_text())
+    assert main(["result", execution_id, "0", "--markdown", *remote.flags()]) == 0
+    assert capsys.readouterr().out == result["markdown"]
+    saved = tmp_path / "seg.json"
+    assert main(["result", execution_id, "1", "-o", str(saved), *remote.flags()]) == 0
+    assert "segments" in json.loads(saved.read_text())
+    assert main(["result", execution_id, "1", "--markdown", *remote.flags()]) == 1
+
+    assert main(["watch", "pex_unknown", *remote.flags()]) == 1
+    assert "NotFoundError" in capsys.readouterr().err
+    assert main(["result", execution_id, "7", *remote.flags()]) == 1
+
+
+def test_watch_reports_a_failed_execution(
+    remote: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "broken.pdf").write_bytes(b"garbage")
+    pipeline = remote.server.create_pipeline_sync(["convert"])
+    out = tmp_path / "out"
+    broken = str(tmp_path / "broken.pdf")
+    assert main(["run", pipeline, broken, "--out", str(out), *remote.flags()]) == 1
+    capsys.readouterr()
+    execution_id = json.loads((out / MANIFEST_NAME).read_text().splitlines()[0])["execution_id"]
+    assert main(["watch", execution_id, "--plain", *remote.flags()]) == 1
+    printed = capsys.readouterr().out
+    assert "step 0 (convert): failed: not a PDF" in printed and printed.rstrip().endswith("failed")
