@@ -371,3 +371,15 @@ async def test_webhook_wakes_the_waiter_before_its_next_poll() -> None:
                 await receiver.close()
     assert final.status is ExecutionStatus.COMPLETED
     assert elapsed < 1.5, f"waited {elapsed:.2f} s: the webhook did not wake the waiter"
+
+
+def test_poll_interval_stays_a_fraction_of_the_time_waited() -> None:
+    policy = PollPolicy(initial=0.25, factor=1.5, max_interval=5.0, jitter=0.0, max_fraction=0.2)
+    assert policy.interval(5) == pytest.approx(0.25 * 1.5**5)  # no elapsed: count-based only
+    assert policy.interval(5, elapsed=8.0) == pytest.approx(1.6)  # 20% of 8 s
+    assert policy.interval(5, elapsed=0.5) == pytest.approx(0.25)  # never below initial
+    assert policy.interval(40, elapsed=600.0) == pytest.approx(5.0)  # the cap for long runs
+    default = PollPolicy(jitter=0.0)
+    assert default.interval(5, elapsed=2.0) == pytest.approx(0.25 * 1.5**5)  # off by default
+    with pytest.raises(ValueError):
+        PollPolicy(max_fraction=0)

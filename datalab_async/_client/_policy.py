@@ -61,6 +61,7 @@ async def poll_until_terminal(
     No request is in flight between two yields, so the consumer may stop at any time.
     """
     deadline = deadline_after(timeout)
+    started = anyio.current_time()
     last: T | None = None
     polls = failures = 0
 
@@ -71,7 +72,7 @@ async def poll_until_terminal(
     while True:
         if anyio.current_time() >= deadline:
             raise timed_out()
-        wait = poll.interval(polls)
+        wait = poll.interval(polls, anyio.current_time() - started)
         got = False
         current: T | None = None
         with anyio.CancelScope(deadline=deadline) as scope:

@@ -96,6 +96,7 @@ class WatchMixin(BaseClient):
         last: PipelineExecution | None = None
         polls = failures = 0
         has_deadline = not math.isinf(deadline)
+        started = anyio.current_time()
 
         def timed_out() -> WaitTimeoutError:
             seen = f"last status {last.status}" if last is not None else "no status seen yet"
@@ -112,7 +113,7 @@ class WatchMixin(BaseClient):
                     raise timed_out()
                 wakeup.clear()
                 current: PipelineExecution | None = None
-                wait = policy.interval(polls)
+                wait = policy.interval(polls, anyio.current_time() - started)
                 # A cancel scope per poll only when there is a deadline to enforce (hot path).
                 scope = anyio.CancelScope(deadline=deadline) if has_deadline else None
                 with scope if scope is not None else contextlib.nullcontext():
