@@ -1,0 +1,35 @@
+"""Every example runs as a user would run it (a fresh interpreter, offline, default arguments)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py"))
+
+
+def test_there_are_examples() -> None:
+    assert {p.stem for p in SCRIPTS} >= {
+        "pipelines",
+        "workflows",
+        "eval_batch_run",
+        "dify_knowledge_pipeline",
+    }
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_example_runs_offline(script: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", str(script)],
+        cwd=tmp_path,  # nothing may depend on the working directory
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.strip(), "an example should show what it did"
+    assert "Traceback" not in done.stderr
