@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-from types import TracebackType
 from typing import Any, TypeVar, overload
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -15,10 +12,10 @@ from .._config import DEFAULT_BASE_URL, RetryPolicy, Timeouts
 from .._errors import (
     APIConnectionError,
     APIStatusError,
-    InsecureTransportError,
     InvalidInputError,
     ResponseValidationError,
 )
+from .._lifecycle import TransportClient, check_base_url
 from .._models import structure
 from .._protocol.errors import classify_status
 from .._protocol.http import Request, Response
@@ -26,38 +23,13 @@ from .._transport import HTTPTransport
 from .._version import __version__
 from ._ratelimit import RateLimiter
 
-__all__ = ["BaseClient", "is_loopback_host"]
+__all__ = ["BaseClient"]
 
 T = TypeVar("T")
 Self = TypeVar("Self", bound="BaseClient")
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback addresses (where plain http cannot leak a key)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(
-            f"base_url must be an http(s) URL with a host, got {base_url!r}", field="base_url"
-        )
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
-        raise InsecureTransportError(
-            f"refusing to send the API key over plain http to {parts.hostname}; use https, or "
-            "pass allow_insecure_http=True if this network is trusted"
-        )
-    return base_url.rstrip("/")
-
-
-class BaseClient:
+class BaseClient(TransportClient):
     """Holds the transport and configuration; every API call goes through ``_call``."""
 
     def __init__(
@@ -83,7 +55,7 @@ class BaseClient:
         base = base_url or os.environ.get("DATALAB_HOST") or DEFAULT_BASE_URL
         if not isinstance(max_connections, int) or max_connections < 1:
             raise InvalidInputError("max_connections must be >= 1", field="max_connections")
-        self.base_url = _check_base_url(base, allow_insecure_http=allow_insecure_http)
+        self.base_url = check_base_url(base, allow_insecure_http=allow_insecure_http)
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         try:
@@ -113,34 +85,6 @@ class BaseClient:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"{type(self).__name__}(base_url={self.base_url!r}, {state})"
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self._transport.closed
-
-    @property
-    def session(self) -> aiohttp.ClientSession | None:
-        """The aiohttp session in use (ours is created on the first request)."""
-        return self._transport.session
-
-    async def aclose(self) -> None:
-        """Close the client and the session it created (an external session is left open)."""
-        await self._transport.aclose()
-
-    close = aclose
-
-    async def __aenter__(self: Self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- the request path --------------------------------------------------------------------
 

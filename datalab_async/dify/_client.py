@@ -20,12 +20,11 @@ from .._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
-    ClientClosedError,
-    InsecureTransportError,
     InvalidInputError,
     ResponseValidationError,
     WaitTimeoutError,
 )
+from .._lifecycle import TransportClient, check_base_url
 from .._protocol.http import Request
 from .._protocol.sse import SSEDecoder
 from .._transport import HTTPTransport
@@ -54,26 +53,11 @@ from ._protocol import (
 
 __all__ = ["AsyncDifyKnowledgeClient", "PipelineRunStream", "error_from_event"]
 
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-
 
 def _normalise_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise InvalidInputError("base_url must be a non-empty URL", field="base_url")
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInputError(
-            f"base_url {base_url!r} must be an http(s):// URL", field="base_url"
-        )
-    if parts.scheme == "http" and (parts.hostname or "") not in _LOOPBACK:
-        if not allow_insecure_http:
-            raise InsecureTransportError(
-                f"refusing to send the API key over plain http to {parts.hostname}; use https "
-                "or pass allow_insecure_http=True"
-            )
-    path = parts.path.rstrip("/")
-    if not path:
-        path = "/v1"  # a bare host: Dify's service API lives under /v1
+    checked = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+    parts = urlsplit(checked)
+    path = parts.path.rstrip("/") or "/v1"  # a bare host: Dify's service API lives under /v1
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -224,7 +208,7 @@ class PipelineRunStream:
             ) from err
 
 
-class AsyncDifyKnowledgeClient:
+class AsyncDifyKnowledgeClient(TransportClient):
     """Async client for Dify knowledge pipelines (dataset API key, ``Authorization: Bearer``).
 
     ::
@@ -306,38 +290,6 @@ class AsyncDifyKnowledgeClient:
 
     def __repr__(self) -> str:
         return f"AsyncDifyKnowledgeClient(base_url={self.base_url!r})"
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        """True after ``aclose()``."""
-        return self._transport.closed
-
-    @property
-    def session(self) -> aiohttp.ClientSession | None:
-        """The aiohttp session in use (None before the first request if we own it)."""
-        return self._transport.session
-
-    async def aclose(self) -> None:
-        """Close the client (and its session, when the client created it)."""
-        await self._transport.aclose()
-
-    async def __aenter__(self) -> AsyncDifyKnowledgeClient:
-        self._check_open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def _check_open(self) -> None:
-        if self._transport.closed:
-            raise ClientClosedError("this AsyncDifyKnowledgeClient is closed; create a new one")
 
     # -- calls -------------------------------------------------------------------------------
 
