@@ -55,6 +55,10 @@ class RetryPolicy:
     backoff_max: float = 8.0
     jitter: float = 0.25  # +/- fraction applied to each computed delay
     max_retry_after: float = 120.0  # cap for server-provided Retry-After
+    # A 429 with Retry-After is the server scheduling us, not a fault: such retries are bounded
+    # by the total time waited on them, not by max_retries.
+    rate_limit_patience: float = 300.0
+    retry_after_spread: float = 0.1  # up to +10% on Retry-After so waiters do not return at once
     retry_statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504, 529})
     post_retry_statuses: frozenset[int] = frozenset({429, 503, 529})
 

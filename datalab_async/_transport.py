@@ -348,6 +348,7 @@ class HTTPTransport:
     async def _with_retries(self, request: Request, *, stream: bool) -> _Outcome:
         """Attempts until success or a failure the retry policy will not retry."""
         retries = 0
+        rate_limited_wait = 0.0
         stream_starts: dict[int, int] = {}
         while True:
             failure: APIStatusError | APIConnectionError
@@ -384,9 +385,12 @@ class HTTPTransport:
                     status=response.status,
                     headers=dict(response.headers),
                     retryable_hint=hint,
+                    rate_limited_wait=rate_limited_wait,
                 )
                 if delay is None:
                     raise failure
+                if response.status == 429:
+                    rate_limited_wait += delay
             logger.debug(
                 "retrying %s %s in %.2f s after %s (retry %d of %d)",
                 request.method,

@@ -162,7 +162,7 @@ def test_retry_after_forms() -> None:
 
 
 def test_retry_decisions() -> None:
-    policy = RetryPolicy(max_retries=2, jitter=0.0)
+    policy = RetryPolicy(max_retries=2, jitter=0.0, retry_after_spread=0.0)
     get = Request("GET", "/x", "op")
     post = Request("POST", "/x", "run", retry=RetryMode.CREATE)
     assert retry_delay(get, policy, 0, status=500) == 0.5
@@ -174,9 +174,25 @@ def test_retry_decisions() -> None:
     assert retry_delay(post, policy, 0, connection_error=True, sent=True) is None
     assert retry_delay(post, policy, 0, connection_error=True, sent=False) == 0.5
     assert retry_delay(get, policy, 0, status=429, retryable_hint=False) is None
-    capped = RetryPolicy(max_retry_after=5)
+    capped = RetryPolicy(max_retry_after=5, retry_after_spread=0.0)
     assert retry_delay(get, capped, 0, status=429, headers={"Retry-After": "900"}) == 5.0
     assert retry_delay(get, RetryPolicy.disabled(), 0, status=503) is None
+
+
+def test_429_with_retry_after_is_bounded_by_time_waited_not_attempts() -> None:
+    policy = RetryPolicy(max_retries=2, rate_limit_patience=30, retry_after_spread=0.0)
+    get = Request("GET", "/x", "op")
+    post = Request("POST", "/x", "run", retry=RetryMode.CREATE)
+    told = {"Retry-After": "5"}
+    assert retry_delay(get, policy, 10, status=429, headers=told) == 5.0  # past max_retries
+    assert retry_delay(post, policy, 10, status=429, headers=told) == 5.0  # refused: no duplicate
+    assert retry_delay(get, policy, 10, status=429, headers=told, rate_limited_wait=26) is None
+    assert retry_delay(get, policy, 10, status=429) is None  # no Retry-After: counted as usual
+    assert retry_delay(get, policy, 0, status=429, headers=told, retryable_hint=False) is None
+    assert retry_delay(get, RetryPolicy.disabled(), 0, status=429, headers=told) is None
+    spread = RetryPolicy(retry_after_spread=0.1)
+    waits = {retry_delay(get, spread, 0, status=429, headers=told) for _ in range(40)}
+    assert all(w is not None and 5.0 <= w <= 5.5 for w in waits) and len(waits) > 1
 
 
 def test_backoff_has_jitter_and_cap() -> None:

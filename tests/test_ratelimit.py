@@ -54,22 +54,27 @@ def test_gcra_spaces_slots_and_allows_a_burst() -> None:
     assert RateLimiter(None, clock=clock).reserve() == 0.0
 
 
-def test_429_with_retry_after_pauses_everyone_and_halves_the_rate() -> None:
+def test_429_with_retry_after_pauses_everyone_without_halving_the_rate() -> None:
     clock = Clock()
     limiter = RateLimiter(8.0, clock=clock)
     limiter.on_failure(rate_limited("2"))
     assert limiter.blocked_until == pytest.approx(102.0)
     assert limiter.paused_for() == pytest.approx(2.0)
-    assert limiter.rate == 4.0
-    limiter.on_failure(rate_limited("1"))  # same burst of 429s: no second halving, no shorter pause
-    assert limiter.rate == 4.0 and limiter.blocked_until == pytest.approx(102.0)
+    assert limiter.rate == 8.0  # the server said when to come back: the pause is the answer
+    limiter.on_failure(rate_limited("1"))  # never a shorter pause
+    assert limiter.rate == 8.0 and limiter.blocked_until == pytest.approx(102.0)
     clock.now += 1.5
-    limiter.on_failure(rate_limited())  # no Retry-After: slow down only
-    assert limiter.rate == 2.0 and limiter.blocked_until == pytest.approx(102.0)
+    limiter.on_failure(rate_limited())  # no Retry-After: slow down
+    assert limiter.rate == 4.0 and limiter.blocked_until == pytest.approx(102.0)
+    limiter.on_failure(rate_limited())  # same burst of 429s: no second halving
+    assert limiter.rate == 4.0
+    clock.now += 1.5
+    limiter.on_failure(rate_limited())
+    assert limiter.rate == 2.0
     for _ in range(64):
         limiter.on_success()
     assert limiter.rate == 8.0  # recovered, never above the configured limit
-    assert limiter.rate_limited_count == 3
+    assert limiter.rate_limited_count == 5
 
 
 def test_503_retry_after_pauses_without_slowing_and_quota_is_ignored() -> None:

@@ -16,6 +16,7 @@ from datalab_async import (
     AsyncDatalabClient,
     ClientClosedError,
     InsecureTransportError,
+    RateLimitError,
     ResponseValidationError,
     RetryPolicy,
     ServerError,
@@ -266,3 +267,24 @@ async def test_non_replayable_stream_is_sent_once(scripted: ScriptedServer) -> N
         with pytest.raises(ServerError, match="busy"):
             await client.run_pipeline("pl_1", file=chunks(), filename="a.pdf")
     assert scripted.count("POST", RUN) == 1
+
+
+async def test_rate_limited_result_outlasts_max_retries(scripted: ScriptedServer) -> None:
+    told = json_response({"detail": "Rate limit exceeded"}, 429, **{"retry-after-ms": "20"})
+    scripted.route("GET", GET, sequence(*([told] * 6), json_response(EXECUTION)))
+    await scripted.start()
+    policy = RetryPolicy(max_retries=2, rate_limit_patience=5.0)
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=policy) as client:
+        await client.get_pipeline_execution("pex_9")
+    assert scripted.count("GET", GET) == 7
+
+
+async def test_rate_limit_patience_runs_out(scripted: ScriptedServer) -> None:
+    told = json_response({"detail": "Rate limit exceeded"}, 429, **{"retry-after-ms": "50"})
+    scripted.route("GET", GET, sequence(told))
+    await scripted.start()
+    policy = RetryPolicy(max_retries=2, rate_limit_patience=0.3, retry_after_spread=0.0)
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=policy) as client:
+        with pytest.raises(RateLimitError, match="Rate limit exceeded"):
+            await client.get_pipeline_execution("pex_9")
+    assert scripted.count("GET", GET) == 7  # six waits of 50 ms fit in 0.3 s

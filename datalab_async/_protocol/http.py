@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import json
+import random
 import time
 from collections.abc import AsyncIterable, Mapping
 from datetime import datetime, timezone
@@ -168,17 +169,27 @@ def retry_delay(
     connection_error: bool = False,
     sent: bool = True,
     retryable_hint: bool | None = None,
+    rate_limited_wait: float = 0.0,
 ) -> float | None:
     """Seconds to wait before retrying, or None when the failure must be raised.
 
     ``attempt`` counts the retries already made. For a connection error, ``sent`` says whether the
     request may have reached the server (a refused connect or connect timeout is ``sent=False``).
     ``retryable_hint`` lets a protocol veto a retry for a status (e.g. a quota-exhausted 429).
+    A 429 with ``Retry-After`` is retried while ``rate_limited_wait`` (seconds already waited on
+    such answers) stays within ``policy.rate_limit_patience``, whatever ``attempt`` is.
     """
-    if attempt >= policy.max_retries:
-        return None
     mode = request.effective_retry
-    if mode is RetryMode.NEVER:
+    if mode is RetryMode.NEVER or policy.max_retries == 0:
+        return None
+    if status == 429 and retryable_hint is not False and not connection_error:
+        retry_after = parse_retry_after(headers or {})
+        if retry_after is not None:
+            wait = min(retry_after, policy.max_retry_after)
+            wait += random.uniform(0, wait * policy.retry_after_spread)
+            if rate_limited_wait + wait <= policy.rate_limit_patience:
+                return wait
+    if attempt >= policy.max_retries:
         return None
     if connection_error:
         if mode is RetryMode.CREATE and sent:
