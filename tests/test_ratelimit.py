@@ -137,10 +137,11 @@ async def test_client_spaces_concurrent_requests(scripted: ScriptedServer) -> No
         started = time.monotonic()
         await asyncio.gather(*(client.get_pipeline_execution(f"pex_{i}") for i in range(10)))
         elapsed = time.monotonic() - started
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    # Arrival times can bunch (the first request also opens the connection), so check the span:
+    # ten slots at 25/s cannot arrive faster than nine intervals.
     assert elapsed >= 9 / 25 - 0.02
-    assert min(gaps) >= 0.04 - 0.01, gaps
-    assert elapsed < 1.0
+    assert arrivals[-1] - arrivals[0] >= 9 / 25 * 0.9, arrivals
+    assert elapsed < 2.0
 
 
 async def test_retry_after_pauses_every_request_of_the_client(scripted: ScriptedServer) -> None:

@@ -226,7 +226,7 @@ async def test_deadline_raises_wait_timeout_with_the_last_execution(
         with pytest.raises(WaitTimeoutError) as info:
             await c.wait_for_execution("pex_1", timeout=0.2, poll=FAST)
         elapsed = time.monotonic() - started
-    assert 0.19 <= elapsed < 0.6
+    assert 0.19 <= elapsed < 1.5  # the deadline, not a poll interval or a hang
     assert isinstance(info.value.last, PipelineExecution)
     assert info.value.last.status is ExecutionStatus.RUNNING
     assert "running" in str(info.value) and isinstance(info.value, TimeoutError)
