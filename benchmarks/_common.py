@@ -453,6 +453,43 @@ async def run_ours(
                     tally.fail(f"{outcome.name}: {outcome.describe_failure()}")
 
 
+def contender_run(
+    contender: str,
+    url: str,
+    api_key: str,
+    pipeline_id: str,
+    paths: Sequence[Path] | Any,
+    *,
+    concurrency: int,
+    tally: Tally,
+    poll_interval: float,
+    ours_fixed_poll: bool = False,
+) -> Coroutine[Any, Any, None]:
+    """The run of one contender over ``paths``. The raw loop and the SDK poll every
+    ``poll_interval`` s; ours polls adaptively (its default) unless ``ours_fixed_poll``."""
+    if contender == "ours":
+        poll = None
+        if ours_fixed_poll:
+            from datalab_async import PollPolicy
+
+            poll = PollPolicy(
+                initial=poll_interval, factor=1.0, max_interval=poll_interval, jitter=0
+            )
+        return run_ours(
+            url, api_key, pipeline_id, paths, concurrency=concurrency, poll=poll, tally=tally
+        )
+    runner = raw_loop if contender == "raw" else run_sdk
+    return runner(
+        url,
+        api_key,
+        pipeline_id,
+        paths,
+        concurrency=concurrency,
+        poll_interval=poll_interval,
+        tally=tally,
+    )
+
+
 # -- output ----------------------------------------------------------------------------------
 
 

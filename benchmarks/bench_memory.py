@@ -33,6 +33,7 @@ from _common import (  # noqa: E402
     WorkerResult,
     add_common_flags,
     cli_flags,
+    contender_run,
     current_rss_mb,
     drive,
     lazy_paths,
@@ -41,10 +42,7 @@ from _common import (  # noqa: E402
     measured,
     peak_rss_mb,
     preload,
-    raw_loop,
     report,
-    run_ours,
-    run_sdk,
     run_worker,
     sdk_available,
     start_server,
@@ -65,35 +63,16 @@ def docs_worker(args: argparse.Namespace) -> None:
     before = current_rss_mb()
     tally = Tally()
     with measured() as m:
-        if args.contender == "ours":
-            run = run_ours(
-                args.url,
-                args.key,
-                args.pipeline,
-                paths,
-                concurrency=args.concurrency,
-                tally=tally,
-            )
-        elif args.contender == "raw":
-            run = raw_loop(
-                args.url,
-                args.key,
-                args.pipeline,
-                paths,
-                concurrency=args.concurrency,
-                poll_interval=0.25,
-                tally=tally,
-            )
-        else:
-            run = run_sdk(
-                args.url,
-                args.key,
-                args.pipeline,
-                paths,
-                concurrency=args.concurrency,
-                poll_interval=0.25,
-                tally=tally,
-            )
+        run = contender_run(
+            args.contender,
+            args.url,
+            args.key,
+            args.pipeline,
+            paths,
+            concurrency=args.concurrency,
+            tally=tally,
+            poll_interval=0.25,
+        )
         drive(run, tally, None)
     report(WorkerResult.of(args.contender, tally, m, rss_before_mb=before))
 

@@ -35,14 +35,13 @@ from _common import (  # noqa: E402
     WorkerResult,
     add_common_flags,
     cli_flags,
+    contender_run,
     drive,
     make_corpus,
     markdown_table,
     measured,
     preload,
     report,
-    run_ours,
-    run_sdk,
     run_worker,
     sdk_available,
     start_server,
@@ -57,25 +56,16 @@ def worker(args: argparse.Namespace) -> None:
     preload(args.contender)
     tally = Tally()
     with measured() as m:
-        if args.contender == "ours":
-            run = run_ours(
-                args.url,
-                args.key,
-                args.pipeline,
-                paths,
-                concurrency=args.concurrency,
-                tally=tally,
-            )
-        else:
-            run = run_sdk(
-                args.url,
-                args.key,
-                args.pipeline,
-                paths,
-                concurrency=args.concurrency,
-                poll_interval=1,
-                tally=tally,
-            )
+        run = contender_run(
+            args.contender,
+            args.url,
+            args.key,
+            args.pipeline,
+            paths,
+            concurrency=args.concurrency,
+            tally=tally,
+            poll_interval=1,
+        )
         drive(run, tally, args.deadline)
     report(WorkerResult.of(args.contender, tally, m))
 

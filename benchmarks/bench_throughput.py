@@ -29,15 +29,13 @@ from _common import (  # noqa: E402
     WorkerResult,
     add_common_flags,
     cli_flags,
+    contender_run,
     drive,
     make_corpus,
     markdown_table,
     measured,
     preload,
-    raw_loop,
     report,
-    run_ours,
-    run_sdk,
     run_worker,
     sdk_available,
     start_server,
@@ -52,40 +50,17 @@ def worker(args: argparse.Namespace) -> None:
     preload(args.contender)
     tally = Tally()
     with measured() as m:
-        if args.contender == "ours":
-            from datalab_async import PollPolicy
-
-            interval = args.poll_interval
-            poll = PollPolicy(initial=interval, factor=1.0, max_interval=interval, jitter=0)
-            run = run_ours(
-                args.url,
-                args.key,
-                args.pipeline,
-                paths,
-                concurrency=args.concurrency,
-                poll=poll,
-                tally=tally,
-            )
-        elif args.contender == "raw":
-            run = raw_loop(
-                args.url,
-                args.key,
-                args.pipeline,
-                paths,
-                concurrency=args.concurrency,
-                poll_interval=args.poll_interval,
-                tally=tally,
-            )
-        else:
-            run = run_sdk(
-                args.url,
-                args.key,
-                args.pipeline,
-                paths,
-                concurrency=args.concurrency,
-                poll_interval=args.poll_interval,
-                tally=tally,
-            )
+        run = contender_run(
+            args.contender,
+            args.url,
+            args.key,
+            args.pipeline,
+            paths,
+            concurrency=args.concurrency,
+            tally=tally,
+            poll_interval=args.poll_interval,
+            ours_fixed_poll=True,
+        )
         drive(run, tally, None)
     report(WorkerResult.of(args.contender, tally, m))
 
