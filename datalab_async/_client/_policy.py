@@ -20,8 +20,15 @@ from .._errors import (
     WaitTimeoutError,
 )
 from .._protocol.http import parse_retry_after
+from ._ratelimit import RateLimiter
 
-__all__ = ["check_concurrency", "deadline_after", "gather_bounded", "poll_until_terminal"]
+__all__ = [
+    "check_concurrency",
+    "deadline_after",
+    "document_pace",
+    "gather_bounded",
+    "poll_until_terminal",
+]
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -103,9 +110,22 @@ async def poll_until_terminal(
 
 
 def check_concurrency(concurrency: int) -> int:
+    """``concurrency`` when it is an int >= 1, else InvalidInputError."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InvalidInputError("concurrency must be an int >= 1", field="concurrency")
     return concurrency
+
+
+def document_pace(max_per_second: float | None) -> RateLimiter | None:
+    """A fixed limiter spacing document starts at ``max_per_second`` (None: no spacing)."""
+    if max_per_second is None:
+        return None
+    try:
+        return RateLimiter(max_per_second, adaptive=False)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(
+            f"max_per_second must be > 0 or None: {err}", field="max_per_second"
+        ) from err
 
 
 async def gather_bounded(

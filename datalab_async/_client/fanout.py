@@ -26,7 +26,7 @@ from .._errors import DatalabError, InvalidInputError, WaitTimeoutError
 from .._models import ExecutionStatus, PipelineExecution
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
-from ._policy import deadline_after
+from ._policy import check_concurrency, deadline_after, document_pace
 from ._ratelimit import RateLimiter
 from .watch import WatchMixin
 
@@ -298,16 +298,8 @@ class FanoutMixin(WatchMixin):
         block early cancels the documents in flight.
         """
         validate_id(pipeline_id, "pipeline_id")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidInputError("concurrency must be an int >= 1", field="concurrency")
-        pace: RateLimiter | None = None
-        if max_per_second is not None:
-            try:
-                pace = RateLimiter(max_per_second, adaptive=False)
-            except (TypeError, ValueError) as err:
-                raise InvalidInputError(
-                    f"max_per_second must be > 0 or None: {err}", field="max_per_second"
-                ) from err
+        check_concurrency(concurrency)
+        pace = document_pace(max_per_second)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
         ):

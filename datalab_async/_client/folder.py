@@ -43,7 +43,7 @@ from .._folder_manifest import (
 from .._models import ExecutionStatus, PipelineExecution
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
-from ._policy import deadline_after
+from ._policy import check_concurrency, deadline_after, document_pace
 from ._ratelimit import RateLimiter
 from .watch import WatchMixin
 
@@ -51,9 +51,6 @@ __all__ = ["FolderEvent", "FolderMixin"]
 
 EventKind = Literal["queued", "submitted", "resuming", "done", "failed", "skipped"]
 
-_RUN_OPTIONS = frozenset(
-    {"page_range", "output_format", "run_evals", "skip_cache", "webhook_url", "version"}
-)
 _RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
 
@@ -260,23 +257,15 @@ class FolderMixin(WatchMixin):
         Files named explicitly are taken whatever their type or location.
         """
         validate_id(pipeline_id, "pipeline_id")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidInputError("concurrency must be an int >= 1", field="concurrency")
-        unknown = set(run_options) - _RUN_OPTIONS
+        check_concurrency(concurrency)
+        unknown = set(run_options) - proto.RUN_OPTIONS
         if unknown:
             raise InvalidInputError(
                 f"unknown run option(s) for process_folder: {', '.join(sorted(unknown))}"
             )
         if timeout is not None:
             deadline_after(timeout)
-        pace = None
-        if max_per_second is not None:
-            try:
-                pace = RateLimiter(max_per_second, adaptive=False)
-            except (TypeError, ValueError) as err:
-                raise InvalidInputError(
-                    f"max_per_second must be > 0 or None: {err}", field="max_per_second"
-                ) from err
+        pace = document_pace(max_per_second)
         inputs = [Path(p) for p in paths]
         if not inputs:
             raise InvalidInputError("no files or folders given", field="paths")
