@@ -67,6 +67,8 @@ class RetryPolicy:
     # Slack between our clock and the server's when looking for executions a failed run POST
     # may have created (the server's Date header corrects larger offsets).
     clock_skew: float = 2.0
+    # False: an ambiguous run POST failure is raised as it is, unchecked (the 0.1 behaviour).
+    reconcile_runs: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.max_retries < 0:

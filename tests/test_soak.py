@@ -52,9 +52,10 @@ FAULTS: dict[str, Any] = {
     "step_latency": 0.005,
 }
 
-# What a document may fail with when the run POST itself hits a fault: a 500/502 or a dropped
-# connection after sending is not retried (the server may have acted on it).
-EXPECTED_FAILURES = (ServerError, APIConnectionError)
+# What a document may fail with when the run POST itself hits a fault and the client does not
+# check what it created (``RetryPolicy(reconcile_runs=False)``, the 0.1 behaviour), or when the
+# fault came after the server acted (then the check finds the execution: ambiguous).
+EXPECTED_FAILURES = (ServerError, APIConnectionError, AmbiguousSubmissionError)
 
 
 @attrs.frozen
@@ -75,6 +76,10 @@ class SoakReport:
     leftover_tasks: list[str]
     acquired_connections: int
     elapsed: float
+    after_accept: bool = False
+    reconcile: bool = True
+    named: int = 0  # ambiguous documents whose error names the execution the server made
+    server_ids: frozenset[str] = attrs.field(factory=frozenset, repr=False, eq=False)
     outcomes: list[Any] = attrs.field(factory=list, repr=False, eq=False)
 
     def check(self) -> None:
@@ -82,16 +87,19 @@ class SoakReport:
         _check(self, self.outcomes)
 
     def lines(self) -> list[str]:
+        mode = "faults after the server acted" if self.after_accept else "faults before"
+        checks = "ambiguous runs checked" if self.reconcile else "ambiguous runs unchecked (0.1)"
         return [
             f"soak: {self.docs} documents in {self.elapsed:.2f} s "
-            f"({self.docs / self.elapsed:.0f} docs/s)",
+            f"({self.docs / self.elapsed:.0f} docs/s); {mode}, {checks}",
             f"  ok {self.ok}, failed {self.failed}, error kinds {self.error_kinds}",
             f"  requests {self.requests}, run POSTs {self.run_posts}, "
             f"responses {dict(sorted(self.responses_by_status.items()))}",
             f"  faults injected {dict(sorted(self.faults_injected.items()))}",
             f"  client retries {self.client_retries} (transport), {self.watch_retries} (polls)",
             f"  executions created {self.executions_created}, with an outcome "
-            f"{self.executions_seen}, duplicate submissions {self.duplicates}",
+            f"{self.executions_seen}, named by an ambiguous document {self.named}, "
+            f"duplicate submissions {self.duplicates}",
             f"  leftover tasks {len(self.leftover_tasks)}, acquired connections "
             f"{self.acquired_connections}",
         ]
@@ -129,21 +137,34 @@ def _client_tasks() -> list[str]:
 
 
 async def run_soak(
-    docs: int, *, seed: int = 1, concurrency: int = 32, check: bool = True
+    docs: int,
+    *,
+    seed: int = 1,
+    concurrency: int = 32,
+    check: bool = True,
+    after_accept: bool = False,
+    reconcile: bool = True,
 ) -> SoakReport:
-    """Run the soak scenario; with ``check`` assert every invariant before returning."""
+    """Run the soak scenario; with ``check`` assert every invariant before returning.
+
+    ``after_accept``: the server's faults strike after it acted (an execution exists although
+    the client saw a failure). ``reconcile=False`` runs the client as 0.1 did: an ambiguous run
+    POST failure is the document's error, unchecked.
+    """
     counter = _RetryCounter()
     logger = logging.getLogger("datalab_async")
     old_level = logger.level
     logger.addHandler(counter)
     logger.setLevel(logging.DEBUG)
     try:
-        async with LocalDatalab(seed=seed, **FAULTS) as server:
+        async with LocalDatalab(seed=seed, faults_after_accept=after_accept, **FAULTS) as server:
             pipeline_id = server.create_pipeline_sync(["convert"])
             client = AsyncDatalabClient(
                 api_key=server.api_key,
                 base_url=server.url,
-                retry=RetryPolicy(max_retries=8, backoff_base=0.01, backoff_max=0.1),
+                retry=RetryPolicy(
+                    max_retries=8, backoff_base=0.01, backoff_max=0.1, reconcile_runs=reconcile
+                ),
                 timeouts=Timeouts(connect=5, read=5),
             )
             started = time.monotonic()
@@ -165,6 +186,7 @@ async def run_soak(
             await asyncio.sleep(0)  # let just-finished tasks be reaped
             leftover = _client_tasks()
             stats = server.stats()
+            server_ids = frozenset(server.execution_ids(pipeline_id))
     finally:
         logger.removeHandler(counter)
         logger.setLevel(old_level)
@@ -191,11 +213,25 @@ async def run_soak(
         leftover_tasks=leftover,
         acquired_connections=acquired,
         elapsed=elapsed,
+        after_accept=after_accept,
+        reconcile=reconcile,
+        named=len(_named(outcomes)),
+        server_ids=server_ids,
         outcomes=outcomes,
     )
     if check:
         report.check()
     return report
+
+
+def _named(outcomes: list[Any]) -> set[str]:
+    """Executions named by documents that ended ambiguous."""
+    return {
+        eid
+        for o in outcomes
+        if isinstance(o.error, AmbiguousSubmissionError)
+        for eid in o.error.execution_ids
+    }
 
 
 def _check(report: SoakReport, outcomes: list[Any]) -> None:
@@ -212,17 +248,28 @@ def _check(report: SoakReport, outcomes: list[Any]) -> None:
         assert isinstance(o.error, EXPECTED_FAILURES), f"{o.name}: {o.error!r}"
         reason = o.describe_failure()
         assert reason and len(reason) > 20, reason
-        # Failures hit the run POST itself: no execution was created for them.
+        # Failures hit the run POST itself: no execution of theirs was adopted.
         assert o.execution is None, f"{o.name}: failed after its execution {o.execution}"
+        if report.reconcile and report.after_accept:
+            # Every ambiguous document is reported by name: the execution(s) it may have made.
+            assert isinstance(o.error, AmbiguousSubmissionError), f"{o.name}: {o.error!r}"
+            assert o.error.execution_ids, f"{o.name}: {o.error!r}"
     # Faults were really injected (certain at this size: ~1,000 requests, 2% drops), and most
     # documents still made it.
     if n >= 200:
         injected = report.faults_injected
         assert all(injected.get(k) for k in ("drop", "rate_429", "error_500", "slow")), injected
     assert report.ok >= 0.8 * n, report.lines()
-    # Nothing the server accepted was submitted twice; every execution made has its document.
+    if report.reconcile and not report.after_accept:
+        # Nothing was created by a failed POST: every one was safely sent again.
+        assert report.ok == n, report.lines()
+    # Nothing the server accepted was submitted twice; every execution made has its document
+    # or was named by the ambiguous document that made it.
     assert report.duplicates == 0, report.lines()
-    assert report.executions_created == report.executions_seen, report.lines()
+    own = {o.execution.execution_id for o in outcomes if o.execution is not None}
+    assert report.server_ids == own | _named(outcomes), report.lines()
+    if not report.after_accept:
+        assert report.executions_created == report.executions_seen, report.lines()
     assert report.leftover_tasks == [], report.leftover_tasks
     assert report.acquired_connections == 0
 
@@ -237,6 +284,12 @@ async def test_soak_map_pipeline_under_faults() -> None:
     report = await run_soak(_soak_size(), seed=20240601)
     print("\n" + "\n".join(report.lines()))
     assert not other_tasks()
+
+
+@pytest.mark.slow
+async def test_soak_faults_after_acceptance() -> None:
+    report = await run_soak(150, seed=11, concurrency=16, after_accept=True)
+    assert report.failed and report.named, report.lines()
 
 
 @pytest.mark.slow

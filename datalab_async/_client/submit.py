@@ -188,7 +188,11 @@ class SubmitMixin(BaseClient):
                 else:
                     ledger.register(execution.execution_id)
                     return execution
-            if not self._policy.replayable(request) or resubmits >= self.retry.max_retries:
+            if (
+                not self.retry.reconcile_runs
+                or not self._policy.replayable(request)
+                or resubmits >= self.retry.max_retries
+            ):
                 raise failure
             await self._check_nothing_created(pipeline_id, started, failure, known)
             resubmits += 1

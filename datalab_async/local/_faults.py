@@ -97,8 +97,8 @@ class Knobs:
     faults_after_accept: bool = attrs.field(
         default=False,
         metadata=_help(
-            "inject 5xx/drops after the handler ran (the request took effect, the client "
-            "sees a failure): for duplicate-submission tests"
+            "inject 500/502s and drops after the handler ran (the request took effect, the "
+            "client sees a failure): for duplicate-submission tests; 429/503 stay refusals"
         ),
     )
     max_upload_bytes: int = attrs.field(

@@ -118,6 +118,9 @@ def _fault_response(request: web.Request, fault: Fault, retry_after: float) -> w
     return error_response(500, "Internal server error")
 
 
+_REFUSALS = frozenset({Fault.RATE_429, Fault.ERROR_503})
+
+
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Limits (requests per minute, concurrency) and injected faults, for API routes."""
@@ -143,8 +146,9 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
         if fault is None:
             return await handler(request)
         ctx.stats.faults_injected[fault.value] += 1
-        if knobs.faults_after_accept and fault is not Fault.RATE_429:
-            # The request takes effect, yet the client sees a failure.
+        if knobs.faults_after_accept and fault not in _REFUSALS:
+            # The request takes effect, yet the client sees a failure. A 429 or 503 always
+            # means "refused before acting" (clients resend a POST on them), so never these.
             await handler(request)
         return _fault_response(request, fault, knobs.retry_after)
     finally:
