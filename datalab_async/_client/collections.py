@@ -138,6 +138,7 @@ class CollectionsMixin(BaseClient):
         return await self._call(proto.create_collection(name, description), Collection)
 
     async def get_collection(self, collection_id: int | str) -> Collection:
+        """A collection with its file count (and files, where the server lists them)."""
         return await self._call(proto.get_collection(collection_id), Collection)
 
     async def list_collections(self, *, limit: int = 50, offset: int = 0) -> CollectionList:
@@ -229,6 +230,7 @@ class EvalsMixin(BaseClient):
         return await self._call(request, EvalBatchRun)
 
     async def get_eval_batch_run(self, run_id: int | str) -> EvalBatchRun:
+        """The current state of a batch run (status, files done, average score)."""
         return await self._call(proto.get_eval_batch_run(run_id), EvalBatchRun)
 
     async def list_eval_batch_runs(

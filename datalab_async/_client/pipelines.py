@@ -106,6 +106,7 @@ class PipelinesMixin(BaseClient):
         return await self._call(request, PipelineList)
 
     async def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        """A pipeline definition: its draft steps, name, saved and archived flags."""
         return await self._call(proto.get_pipeline(pipeline_id), Pipeline)
 
     async def update_pipeline(self, pipeline_id: str, steps: Sequence[StepDefinition]) -> Pipeline:
@@ -117,10 +118,12 @@ class PipelinesMixin(BaseClient):
         return await self._call(proto.save_pipeline(pipeline_id, name), Pipeline)
 
     async def archive_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        """Archive a pipeline (hidden from ``list_pipelines`` unless ``include_archived``)."""
         data = await self._call(proto.archive_pipeline(pipeline_id))
         return _as_object(data, "archive_pipeline")
 
     async def unarchive_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        """Bring an archived pipeline back."""
         data = await self._call(proto.unarchive_pipeline(pipeline_id))
         return _as_object(data, "unarchive_pipeline")
 

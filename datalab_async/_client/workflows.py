@@ -1,8 +1,6 @@
 """Workflow calls (PROTOCOL A4): definitions, executions, status streams and step outputs.
 
-Also home to the small policy helpers the workflow, files and eval-run calls share: polling
-with backoff and a deadline (``poll_until_terminal``), bounded fan-out (``gather_bounded``)
-and streaming a presigned URL to disk (``stream_to_file``).
+Also home to ``stream_to_file``: a presigned URL streamed to disk through a temp file.
 """
 
 from __future__ import annotations
@@ -72,6 +70,7 @@ def _extension(content_type: str) -> str:
 
 
 def safe_name(text: str) -> str:
+    """``text`` as a file-name component: runs of unsafe characters become ``_``."""
     return _UNSAFE.sub("_", text).strip("._") or "output"
 
 
@@ -206,6 +205,7 @@ class WorkflowsMixin(BaseClient):
         return structure(data, WorkflowList, what="list_workflows")
 
     async def get_workflow(self, workflow_id: int | str) -> Workflow:
+        """One workflow definition with its steps."""
         return await self._call(proto.get_workflow(workflow_id), Workflow)
 
     async def delete_workflow(self, workflow_id: int | str) -> dict[str, Any]:
