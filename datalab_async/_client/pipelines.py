@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import IO, Any
 
 from .._models import (
@@ -17,7 +17,9 @@ from .._models import (
     StepConfig,
 )
 from .._protocol import pipelines as proto
+from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
 from ._base import BaseClient
+from ._paging import Listing
 
 __all__ = ["PipelinesMixin"]
 
@@ -150,6 +152,68 @@ class PipelinesMixin(BaseClient):
         """The price per 1,000 pages for the pipeline's current configuration."""
         request = proto.get_pipeline_rate(pipeline_id, processing_location)
         return await self._call(request, PipelineRate)
+
+    # -- listing: every item, page after page ---------------------------------------------------
+
+    def iter_pipeline_executions(
+        self, pipeline_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> AsyncIterator[PipelineExecution]:
+        """Every execution of a pipeline, fetched ``page_size`` (1-100) at a time::
+
+            async for ex in client.iter_pipeline_executions("pl_x", limit=500):
+                print(ex.execution_id, ex.status)
+
+        ``limit`` caps the executions yielded (None: all). Arguments are checked on the call,
+        before any request; the next page is fetched only when the last item was consumed.
+        """
+        pager = Pager(Paging.OFFSET, page_size, limit)
+        proto.list_pipeline_executions(pipeline_id, limit=pager.page_size)  # checks the id now
+
+        async def fetch(query: PageQuery) -> Page[PipelineExecution]:
+            page = await self.list_pipeline_executions(
+                pipeline_id, limit=query.size, offset=query.offset or 0
+            )
+            return Page(page.executions, page.total)
+
+        return Listing(fetch, pager)
+
+    def iter_pipelines(
+        self,
+        *,
+        saved_only: bool = True,
+        include_archived: bool = False,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        limit: int | None = None,
+    ) -> AsyncIterator[Pipeline]:
+        """Every pipeline, fetched ``page_size`` at a time (``limit`` caps the count yielded)."""
+        pager = Pager(Paging.OFFSET, page_size, limit)
+
+        async def fetch(query: PageQuery) -> Page[Pipeline]:
+            page = await self.list_pipelines(
+                saved_only=saved_only,
+                include_archived=include_archived,
+                limit=query.size,
+                offset=query.offset or 0,
+            )
+            return Page(page.pipelines, page.total)
+
+        return Listing(fetch, pager)
+
+    def iter_pipeline_versions(
+        self, pipeline_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> AsyncIterator[PipelineVersion]:
+        """Every published version, newest first (``limit`` caps the count yielded).
+
+        The endpoint answers with all versions at once: ``page_size`` is checked, not sent.
+        """
+        pager = Pager(Paging.NONE, page_size, limit)
+        proto.list_pipeline_versions(pipeline_id)  # checks the id now
+
+        async def fetch(query: PageQuery) -> Page[PipelineVersion]:
+            page = await self.list_pipeline_versions(pipeline_id)
+            return Page(page.versions, page.total)
+
+        return Listing(fetch, pager)
 
 
 def _as_object(data: Any, operation: str) -> dict[str, Any]:
