@@ -110,6 +110,13 @@ def test_auto_paging_is_decided_by_the_first_answer() -> None:
     assert items == [1, 2, 3]
 
 
+def test_auto_paging_stops_when_a_cursor_server_ignores_the_offset() -> None:
+    """A cursor server's only page, full, without a total or cursor: offset paging asks for
+    more, gets the same page again, and ends without handing on duplicates."""
+    queries, items = drain(Pager(Paging.AUTO, 2), [Page([1, 2]), Page([1, 2])])
+    assert [q.offset for q in queries] == [None, 2] and items == [1, 2]
+
+
 def test_unpaged_endpoints_take_one_answer() -> None:
     queries, items = drain(Pager(Paging.NONE, 2), [Page([1, 2, 3, 4, 5])])
     assert len(queries) == 1 and items == [1, 2, 3, 4, 5]

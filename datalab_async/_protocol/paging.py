@@ -80,7 +80,9 @@ class Pager:
     Offset paging advances by the items actually received (a server may cap the page size)
     and ends on an empty page, at ``total``, or, without a total, on a short page. Cursor
     paging ends when ``next_cursor`` is absent or a page is empty; a cursor repeated is a
-    server fault (``ResponseValidationError``), not a loop.
+    server fault (``ResponseValidationError``), not a loop. Auto paging picks cursor paging
+    if the first answer has a ``next_cursor``, else offset paging; should that first page come
+    back again for the next offset (a cursor server ignoring ``offset``), the listing ends.
     """
 
     paging: Paging
@@ -92,6 +94,7 @@ class Pager:
     _mode: Paging | None = attrs.field(default=None, init=False)
     _asked: int = attrs.field(default=0, init=False)
     _done: bool = attrs.field(default=False, init=False)
+    _first: Sequence[object] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         _check_count(self.page_size, "page_size", low=1, high=MAX_PAGE_SIZE)
@@ -124,6 +127,11 @@ class Pager:
         received = len(page.items)
         if self._mode is None:  # auto: the first answer decides
             self._mode = Paging.CURSOR if page.next_cursor else Paging.OFFSET
+            if self._mode is Paging.OFFSET and page.total is None:
+                self._first = page.items  # to notice a cursor server ignoring the offset
+        elif self._first is not None and received and list(page.items) == list(self._first):
+            self._done = True  # the first page again: the offset was ignored, that was all
+            return []
         if self._mode is Paging.CURSOR:
             if not page.next_cursor:
                 self._done = True
