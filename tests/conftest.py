@@ -71,6 +71,17 @@ def json_response(body: Any, status: int = 200, **headers: str) -> Callable[[], 
     return lambda: web.json_response(body, status=status, headers=headers)
 
 
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` until it holds; fail the test past ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, f"{what} not reached within {timeout} s"
+        await asyncio.sleep(0.005)
+
+
 def other_tasks() -> set[asyncio.Task[Any]]:
     """Client-side tasks still alive other than the current one (a leak check).
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import json
 import os
 import random
-import time
+import threading
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,12 +21,12 @@ from typing import Any
 import anyio
 import pytest
 
-from datalab_async import AsyncDatalabClient, WaitTimeoutError
+from datalab_async import AsyncDatalabClient, WaitTimeoutError, _transport
 from datalab_async._config import PollPolicy
 from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import make_pdf
 
-from .conftest import other_tasks
+from .conftest import other_tasks, wait_until
 
 SEEDS = range(20)
 POLL = PollPolicy(initial=0.005, factor=1.3, max_interval=0.02)
@@ -346,28 +347,51 @@ async def test_process_folder_cancelled_then_resumed(server: LocalDatalab, tmp_p
 # -- uploads ------------------------------------------------------------------------------------
 
 
-async def test_upload_cancelled_while_opening_the_file_leaks_no_handle(
+async def test_upload_cancelled_while_a_thread_reads_the_file(
     server: LocalDatalab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The file to upload is opened in a worker thread; a cancel that lands meanwhile must not
-    orphan the handle that the thread goes on to open (an fd leak and a ResourceWarning)."""
+    """A large document is streamed from disk, aiohttp reading it in a worker thread. A cancel
+    that lands while a read is in that thread must still close the file (no fd leak, no
+    ResourceWarning), end aiohttp's body writer, and give the connection back.
+
+    (This replaces a test of a cancel landing while a thread *opened* the file: files are now
+    opened on the loop, so that race can no longer happen and the test could not fail.)
+    """
     pipeline_id = server.create_pipeline_sync(["convert"])
-    doc = tmp_path / "slow-open.pdf"
-    doc.write_bytes(make_pdf(["slow open"]))
-    real_open = Path.open
+    doc = tmp_path / "large.pdf"
+    doc.write_bytes(make_pdf(["large"]) + b"%" + b"x" * (2 * 1024 * 1024))
+    reading, release = threading.Event(), threading.Event()
+    handles: list[io.BufferedReader] = []
 
-    def slow_open(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self.name == "slow-open.pdf":
-            time.sleep(0.05)  # a slow disk or network file system
-        return real_open(self, *args, **kwargs)
+    class GatedFile(io.BufferedReader):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() > 0:  # a read after the first, mid-upload, in a worker thread
+                reading.set()
+                release.wait(10)
+            return super().read(size)
 
-    monkeypatch.setattr(Path, "open", slow_open)
-    with no_warnings():
-        async with client_for(server) as client:
-            landed = await cancel_at(
-                lambda: client.run_pipeline(pipeline_id, file_path=doc), delay=0.01
-            )
-            assert landed
-            await asyncio.sleep(0.1)  # the worker thread finishes opening the file
-            await settle()
-            assert leftover_tasks() == [] and acquired(client) == 0
+    def gated_open(path: Path) -> io.BufferedReader:
+        handle = GatedFile(io.FileIO(path, "rb"))
+        handles.append(handle)
+        return handle
+
+    monkeypatch.setattr(_transport, "_open_for_upload", gated_open)
+    try:
+        with no_warnings():
+            async with client_for(server) as client:
+                task = asyncio.ensure_future(client.run_pipeline(pipeline_id, file_path=doc))
+                await wait_until(reading.is_set, what="a read in the worker thread")
+                assert not task.done()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert len(handles) == 1 and handles[0].closed
+                release.set()
+                await settle()
+                assert leftover_tasks() == [] and acquired(client) == 0
+                # The client still uploads (ungated: every read now goes straight through).
+                done = await client.run_pipeline(pipeline_id, file_path=doc)
+                assert done.execution_id
+            assert all(h.closed for h in handles)
+    finally:
+        release.set()

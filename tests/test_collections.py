@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -392,13 +391,18 @@ async def test_upload_files_is_bounded_and_ordered(
     received: dict[str, list[Any]] = {"tickets": [], "puts": []}
     upload_routes(scripted, received)
     state = {"now": 0, "peak": 0}
+    three_in_flight = asyncio.Event()
 
     async def store(request: web.Request) -> web.Response:
         state["now"] += 1
         state["peak"] = max(state["peak"], state["now"])
         try:
             await request.read()
-            await asyncio.sleep(0.03)
+            if state["now"] >= 3:
+                three_in_flight.set()
+            # The first uploads are held until three overlap, so the bound is reached for
+            # certain (and a fourth, if the client sent one, would be seen in flight).
+            await asyncio.wait_for(three_in_flight.wait(), 10)
         finally:
             state["now"] -= 1
         return web.Response(status=200)
@@ -418,26 +422,32 @@ async def test_upload_files_is_bounded_and_ordered(
 async def test_upload_files_failure_modes(scripted: ScriptedServer, tmp_path: Path) -> None:
     received: dict[str, list[Any]] = {"tickets": [], "puts": []}
     upload_routes(scripted, received)
+    hold = asyncio.Event()  # the second round's good uploads wait for it: never, unless cancelled
 
     async def store(request: web.Request) -> web.Response:
         await request.read()
-        if int(request.match_info["n"]) in (2, 5):  # the second file of each round
+        n = int(request.match_info["n"])
+        if n in (2, 5):  # the second file of each round
             return web.json_response({"detail": "disk full"}, status=500)
-        await asyncio.sleep(1.5)
+        if n > 3:
+            await hold.wait()
         return web.Response(status=200)
 
     scripted.route("PUT", "/store/{n}", store)
     await scripted.start()
     paths = [pdf(tmp_path, n) for n in range(1, 4)]
-    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=NO_RETRY) as client:
-        mixed = await client.upload_files(paths, concurrency=3, return_exceptions=True)
-        assert isinstance(mixed[0], UploadedFile) and isinstance(mixed[2], UploadedFile)
-        assert isinstance(mixed[1], ServerError) and "disk full" in str(mixed[1])
-        started = time.monotonic()
-        with pytest.raises(ServerError, match="disk full"):
-            await client.upload_files(paths, concurrency=3)
-        assert time.monotonic() - started < 0.75  # the others (1.5 s each) were cancelled
-    assert not other_tasks()
+    try:
+        async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=NO_RETRY) as client:
+            mixed = await client.upload_files(paths, concurrency=3, return_exceptions=True)
+            assert isinstance(mixed[0], UploadedFile) and isinstance(mixed[2], UploadedFile)
+            assert isinstance(mixed[1], ServerError) and "disk full" in str(mixed[1])
+            # The first failure ends the call at once: the held uploads were cancelled (were
+            # they awaited, this would run into the 10 s deadline instead).
+            with pytest.raises(ServerError, match="disk full"):
+                await asyncio.wait_for(client.upload_files(paths, concurrency=3), 10)
+        assert not other_tasks()
+    finally:
+        hold.set()
 
 
 RUN_PATH = "/api/v1/eval_batch_runs/5"

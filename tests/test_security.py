@@ -36,9 +36,10 @@ from datalab_async import (
 from datalab_async._config import PollPolicy
 from datalab_async._protocol.http import Request
 from datalab_async.local import LocalDatalab
+from datalab_async.local.samples import make_pdf
 from datalab_async.webhooks import ExecutionNotifier, add_webhook_route
 
-from .conftest import ScriptedServer, json_response, other_tasks, sequence
+from .conftest import ScriptedServer, json_response, other_tasks, sequence, wait_until
 
 KEY = "sk-live-SECRET-e4c1d2b7a9"
 FAST = RetryPolicy(max_retries=2, backoff_base=0.001, backoff_max=0.005)
@@ -602,42 +603,52 @@ async def test_webhook_body_cap_holds_without_content_length(
 async def test_webhook_never_trusts_the_payload_status() -> None:
     """A forged 'completed' notification only makes the waiter look again; it keeps waiting
     for the real terminal state, which comes from the API."""
-    async with LocalDatalab(step_latency=0.15, seed=3) as server:
+    release = asyncio.Event()
+
+    async def document(request: web.Request) -> web.Response:
+        await release.wait()  # the execution cannot finish before the test says so
+        return web.Response(body=make_pdf(["forged"]), content_type="application/pdf")
+
+    async with LocalDatalab(step_latency=0.01, seed=3) as server:
         pipeline_id = server.create_pipeline_sync(["convert", "segment"])
         async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as client:
             app = web.Application()
             add_webhook_route(app, "/hook", client, secret=HOOK_SECRET)
+            app.router.add_get("/doc.pdf", document)
             receiver = TestServer(app, host="127.0.0.1")
             await receiver.start_server()
             try:
-                started = await client.run_pipeline(
-                    pipeline_id, file=b"%PDF-1.4 forged", filename="f.pdf"
-                )
+                doc_url = str(receiver.make_url("/doc.pdf"))
+                started = await client.run_pipeline(pipeline_id, file_url=doc_url)
                 eid = started.execution_id
+                gets = "GET /api/v1/pipelines/executions/{execution_id}"
+
+                def polls() -> int:
+                    return int(server.stats()["requests_by_endpoint"].get(gets, 0))
+
                 slow = PollPolicy(initial=30, max_interval=30)  # only a webhook wakes it
                 waiter = asyncio.ensure_future(client.wait_for_execution(eid, poll=slow))
-                await asyncio.sleep(0.05)
-                gets = "GET /api/v1/pipelines/executions/{execution_id}"
-                polls_before = server.stats()["requests_by_endpoint"][gets]
+                await wait_until(lambda: polls() >= 1, what="the waiter's first poll")
+                polls_before = polls()
                 forged = hook_body(execution_id=eid, status="completed", webhook_secret=HOOK_SECRET)
                 url = str(receiver.make_url("/hook"))
                 assert await post_hook(url, forged) == 202
-                await asyncio.sleep(0.05)
+                await wait_until(lambda: polls() > polls_before, what="a poll after the hook")
+                await wait_until(lambda: server.stats()["in_flight"] == 0, what="its answer")
                 # Woken: it looked again (one more GET) and saw the truth, so it waits on.
-                assert server.stats()["requests_by_endpoint"][gets] == polls_before + 1
+                assert polls() == polls_before + 1
                 assert not waiter.done()
                 # The real completion (its webhook would do the same) ends the wait.
-                real = None
-                for _ in range(100):
-                    await asyncio.sleep(0.02)
-                    real = await client.get_pipeline_execution(eid)
-                    if real.is_terminal:
-                        break
-                assert real is not None and real.is_terminal
+                release.set()
+                deadline = asyncio.get_running_loop().time() + 10
+                while not (real := await client.get_pipeline_execution(eid)).is_terminal:
+                    assert asyncio.get_running_loop().time() < deadline, "it did not finish"
+                    await asyncio.sleep(0.01)
                 assert await post_hook(url, forged) == 202
                 done = await asyncio.wait_for(waiter, 5)
                 assert done.status == real.status and done.is_terminal
             finally:
+                release.set()
                 await receiver.close()
 
 

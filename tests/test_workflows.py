@@ -40,7 +40,7 @@ from datalab_async._protocol.http import RetryMode
 from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import invoice_text, make_pdf
 
-from .conftest import ScriptedServer, json_response, other_tasks, sequence
+from .conftest import ScriptedServer, json_response, other_tasks, sequence, wait_until
 
 BASE = "https://api.test"
 KEY = "sk-wf-secret-42"
@@ -432,32 +432,46 @@ async def test_wait_times_out_with_last_state(scripted: ScriptedServer) -> None:
 
 
 async def test_timeout_cuts_a_hanging_poll(scripted: ScriptedServer) -> None:
+    answer = asyncio.Event()  # set only after the test: the poll hangs until cut
+
     async def hang(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(5)
+        await answer.wait()
         return web.json_response(execution("COMPLETED"))
 
     scripted.route("GET", EXEC_PATH, hang)
     await scripted.start()
-    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
-        started = time.monotonic()
-        with pytest.raises(WaitTimeoutError) as info:
-            await client.wait_for_workflow_execution(9, timeout=0.2)
-        assert info.value.last is None
-        assert time.monotonic() - started < 2
-    assert not other_tasks()
+    try:
+        async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
+            # Were the poll not cut at 0.2 s, the outer 10 s deadline would raise a plain
+            # TimeoutError instead.
+            with pytest.raises(WaitTimeoutError) as info:
+                await asyncio.wait_for(client.wait_for_workflow_execution(9, timeout=0.2), 10)
+            assert info.value.last is None
+        assert not other_tasks()
+    finally:
+        answer.set()
 
 
 async def test_break_leaves_nothing_running(scripted: ScriptedServer) -> None:
-    scripted.route("GET", EXEC_PATH, sequence(json_response(execution("IN_PROGRESS"))))
+    polled_again = asyncio.Event()
+
+    async def poll(request: web.Request) -> web.StreamResponse:
+        if scripted.count("GET", EXEC_PATH) > 1:
+            polled_again.set()
+        return web.json_response(execution("IN_PROGRESS"))
+
+    scripted.route("GET", EXEC_PATH, poll)
     await scripted.start()
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
         watch = client.watch_workflow_execution(9, poll=FAST_POLL)
         async for _ in watch:
             break
         await watch.aclose()  # type: ignore[attr-defined]
-        polls = scripted.count("GET", EXEC_PATH)
-        await asyncio.sleep(0.1)
-        assert scripted.count("GET", EXEC_PATH) == polls == 1
+        assert not other_tasks()  # nothing left that could poll
+        # And no poll comes in the next twenty polling intervals.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(polled_again.wait(), 20 * FAST_POLL.max_interval)
+        assert scripted.count("GET", EXEC_PATH) == 1
     assert not other_tasks()
 
 
@@ -466,7 +480,8 @@ async def test_cancelling_a_wait_is_clean(scripted: ScriptedServer) -> None:
     await scripted.start()
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
         task = asyncio.ensure_future(client.wait_for_workflow_execution(9, poll=FAST_POLL))
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: scripted.count("GET", EXEC_PATH) >= 2, what="two polls")
+        assert not task.done()  # cancelled mid-wait
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -679,8 +694,9 @@ async def test_cancelled_download_leaves_no_temp_file(
         task = asyncio.ensure_future(
             client.download_workflow_output(f"{scripted.url}/bucket/slow", tmp_path / "o.json")
         )
-        await asyncio.sleep(0.2)
-        assert len(names(tmp_path)) == 1  # the temp file, being written
+        # The temp file appears while the body is being written.
+        await wait_until(lambda: len(names(tmp_path)) == 1, what="the temp file")
+        assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

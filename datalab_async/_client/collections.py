@@ -20,13 +20,16 @@ from .._models import (
     EvalBatchRun,
     EvalBatchRunList,
     EvalBatchRunResults,
+    EvalFileResult,
     FileUploadTicket,
     UploadedFile,
     structure,
 )
 from .._policy import check_concurrency, gather_bounded, poll_states
 from .._protocol import collections as proto
+from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
 from ._base import BaseClient
+from ._paging import Listing
 
 __all__ = ["CollectionsMixin", "EvalsMixin", "FilesMixin"]
 
@@ -138,6 +141,7 @@ class CollectionsMixin(BaseClient):
         return await self._call(proto.create_collection(name, description), Collection)
 
     async def get_collection(self, collection_id: int | str) -> Collection:
+        """A collection with its file count (and files, where the server lists them)."""
         return await self._call(proto.get_collection(collection_id), Collection)
 
     async def list_collections(self, *, limit: int = 50, offset: int = 0) -> CollectionList:
@@ -189,6 +193,46 @@ class CollectionsMixin(BaseClient):
         )
         return await self._call(request, CollectionFileList)
 
+    # -- listing: every item, page after page ---------------------------------------------------
+
+    def iter_collections(
+        self, *, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> AsyncIterator[Collection]:
+        """Every collection, fetched ``page_size`` at a time (``limit`` caps the count yielded)."""
+        pager = Pager(Paging.OFFSET, page_size, limit)
+
+        async def fetch(query: PageQuery) -> Page[Collection]:
+            page = await self.list_collections(limit=query.size, offset=query.offset or 0)
+            return Page(page.collections, page.total)
+
+        return Listing(fetch, pager)
+
+    def iter_collection_files(
+        self,
+        collection_id: int | str,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        limit: int | None = None,
+    ) -> AsyncIterator[UploadedFile]:
+        """Every file of a collection, fetched ``page_size`` at a time::
+
+            async for f in client.iter_collection_files(collection.id):
+                print(f.file_id, f.filename)
+
+        Pages by ``next_cursor`` where the server returns one (the hosted API), else by offset.
+        ``limit`` caps the files yielded. Arguments are checked on the call, before any request.
+        """
+        pager = Pager(Paging.AUTO, page_size, limit)
+        proto.list_collection_files(collection_id, limit=pager.page_size)  # checks the id now
+
+        async def fetch(query: PageQuery) -> Page[UploadedFile]:
+            page = await self.list_collection_files(
+                collection_id, limit=query.size, cursor=query.cursor, offset=query.offset
+            )
+            return Page(page.files, page.total, page.next_cursor)
+
+        return Listing(fetch, pager)
+
 
 def _progress_key(run: EvalBatchRun) -> tuple[Any, ...]:
     return (run.completed_files, run.total_files, run.avg_score, run.status, run.is_terminal)
@@ -229,6 +273,7 @@ class EvalsMixin(BaseClient):
         return await self._call(request, EvalBatchRun)
 
     async def get_eval_batch_run(self, run_id: int | str) -> EvalBatchRun:
+        """The current state of a batch run (status, files done, average score)."""
         return await self._call(proto.get_eval_batch_run(run_id), EvalBatchRun)
 
     async def list_eval_batch_runs(
@@ -303,3 +348,41 @@ class EvalsMixin(BaseClient):
                 last = run
         assert last is not None
         return last
+
+    # -- listing: every item, page after page ---------------------------------------------------
+
+    def iter_eval_batch_runs(
+        self,
+        *,
+        collection_id: int | str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        limit: int | None = None,
+    ) -> AsyncIterator[EvalBatchRun]:
+        """Every batch run (of one collection, if given), fetched ``page_size`` at a time;
+        ``limit`` caps the count yielded. Arguments are checked on the call."""
+        pager = Pager(Paging.OFFSET, page_size, limit)
+        proto.list_eval_batch_runs(collection_id=collection_id)  # checks the id now
+
+        async def fetch(query: PageQuery) -> Page[EvalBatchRun]:
+            page = await self.list_eval_batch_runs(
+                collection_id=collection_id, limit=query.size, offset=query.offset or 0
+            )
+            return Page(page.batch_runs, page.total)
+
+        return Listing(fetch, pager)
+
+    def iter_eval_file_results(
+        self, run_id: int | str, *, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> AsyncIterator[EvalFileResult]:
+        """The per-file results of a batch run (``limit`` caps the count yielded).
+
+        The endpoint answers with all results at once: ``page_size`` is checked, not sent.
+        """
+        pager = Pager(Paging.NONE, page_size, limit)
+        proto.get_eval_batch_run_results(run_id)  # checks the id now
+
+        async def fetch(query: PageQuery) -> Page[EvalFileResult]:
+            results = await self.get_eval_batch_run_results(run_id)
+            return Page(results.file_results)
+
+        return Listing(fetch, pager)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import IO, Any
 
 from .._models import (
@@ -17,6 +17,8 @@ from .._models import (
     StepConfig,
 )
 from .._protocol import pipelines as proto
+from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
+from ._paging import Listing
 from .submit import SubmitMixin
 
 __all__ = ["PipelinesMixin"]
@@ -110,6 +112,7 @@ class PipelinesMixin(SubmitMixin):
         return await self._call(request, PipelineList)
 
     async def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        """A pipeline definition: its draft steps, name, saved and archived flags."""
         return await self._call(proto.get_pipeline(pipeline_id), Pipeline)
 
     async def update_pipeline(self, pipeline_id: str, steps: Sequence[StepDefinition]) -> Pipeline:
@@ -121,10 +124,12 @@ class PipelinesMixin(SubmitMixin):
         return await self._call(proto.save_pipeline(pipeline_id, name), Pipeline)
 
     async def archive_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        """Archive a pipeline (hidden from ``list_pipelines`` unless ``include_archived``)."""
         data = await self._call(proto.archive_pipeline(pipeline_id))
         return _as_object(data, "archive_pipeline")
 
     async def unarchive_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        """Bring an archived pipeline back."""
         data = await self._call(proto.unarchive_pipeline(pipeline_id))
         return _as_object(data, "unarchive_pipeline")
 
@@ -151,6 +156,68 @@ class PipelinesMixin(SubmitMixin):
         """The price per 1,000 pages for the pipeline's current configuration."""
         request = proto.get_pipeline_rate(pipeline_id, processing_location)
         return await self._call(request, PipelineRate)
+
+    # -- listing: every item, page after page ---------------------------------------------------
+
+    def iter_pipeline_executions(
+        self, pipeline_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> AsyncIterator[PipelineExecution]:
+        """Every execution of a pipeline, fetched ``page_size`` (1-100) at a time::
+
+            async for ex in client.iter_pipeline_executions("pl_x", limit=500):
+                print(ex.execution_id, ex.status)
+
+        ``limit`` caps the executions yielded (None: all). Arguments are checked on the call,
+        before any request; the next page is fetched only when the last item was consumed.
+        """
+        pager = Pager(Paging.OFFSET, page_size, limit)
+        proto.list_pipeline_executions(pipeline_id, limit=pager.page_size)  # checks the id now
+
+        async def fetch(query: PageQuery) -> Page[PipelineExecution]:
+            page = await self.list_pipeline_executions(
+                pipeline_id, limit=query.size, offset=query.offset or 0
+            )
+            return Page(page.executions, page.total)
+
+        return Listing(fetch, pager)
+
+    def iter_pipelines(
+        self,
+        *,
+        saved_only: bool = True,
+        include_archived: bool = False,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        limit: int | None = None,
+    ) -> AsyncIterator[Pipeline]:
+        """Every pipeline, fetched ``page_size`` at a time (``limit`` caps the count yielded)."""
+        pager = Pager(Paging.OFFSET, page_size, limit)
+
+        async def fetch(query: PageQuery) -> Page[Pipeline]:
+            page = await self.list_pipelines(
+                saved_only=saved_only,
+                include_archived=include_archived,
+                limit=query.size,
+                offset=query.offset or 0,
+            )
+            return Page(page.pipelines, page.total)
+
+        return Listing(fetch, pager)
+
+    def iter_pipeline_versions(
+        self, pipeline_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> AsyncIterator[PipelineVersion]:
+        """Every published version, newest first (``limit`` caps the count yielded).
+
+        The endpoint answers with all versions at once: ``page_size`` is checked, not sent.
+        """
+        pager = Pager(Paging.NONE, page_size, limit)
+        proto.list_pipeline_versions(pipeline_id)  # checks the id now
+
+        async def fetch(query: PageQuery) -> Page[PipelineVersion]:
+            page = await self.list_pipeline_versions(pipeline_id)
+            return Page(page.versions, page.total)
+
+        return Listing(fetch, pager)
 
 
 def _as_object(data: Any, operation: str) -> dict[str, Any]:

@@ -45,8 +45,10 @@ from .._models.workflows import diff_workflow_executions
 from .._policy import RequestPolicy, check_concurrency, gather_bounded, poll_states
 from .._protocol import workflows as proto
 from .._protocol.http import Request
+from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
 from .._transport import HTTPTransport
 from ._base import BaseClient
+from ._paging import Listing
 
 __all__ = ["WorkflowsMixin", "stream_to_file"]
 
@@ -71,6 +73,7 @@ def _extension(content_type: str) -> str:
 
 
 def safe_name(text: str) -> str:
+    """``text`` as a file-name component: runs of unsafe characters become ``_``."""
     return _UNSAFE.sub("_", text).strip("._") or "output"
 
 
@@ -204,6 +207,7 @@ class WorkflowsMixin(BaseClient):
         return structure(data, WorkflowList, what="list_workflows")
 
     async def get_workflow(self, workflow_id: int | str) -> Workflow:
+        """One workflow definition with its steps."""
         return await self._call(proto.get_workflow(workflow_id), Workflow)
 
     async def delete_workflow(self, workflow_id: int | str) -> dict[str, Any]:
@@ -378,3 +382,34 @@ class WorkflowsMixin(BaseClient):
             outputs, one, concurrency=concurrency, return_exceptions=return_exceptions
         )
         return {step.key: path for step, path in zip(outputs, paths, strict=True)}
+
+    # -- listing: every item, page after page ---------------------------------------------------
+
+    def iter_workflows(
+        self, *, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> AsyncIterator[Workflow]:
+        """Every workflow of the team (``limit`` caps the count yielded).
+
+        The endpoint answers with all workflows at once: ``page_size`` is checked, not sent.
+        """
+        pager = Pager(Paging.NONE, page_size, limit)
+
+        async def fetch(query: PageQuery) -> Page[Workflow]:
+            page = await self.list_workflows()
+            return Page(page.workflows, page.total)
+
+        return Listing(fetch, pager)
+
+    def iter_step_types(
+        self, *, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> AsyncIterator[WorkflowStepType]:
+        """Every workflow step type (``limit`` caps the count yielded).
+
+        The endpoint answers with all step types at once: ``page_size`` is checked, not sent.
+        """
+        pager = Pager(Paging.NONE, page_size, limit)
+
+        async def fetch(query: PageQuery) -> Page[WorkflowStepType]:
+            return Page(await self.get_step_types())
+
+        return Listing(fetch, pager)

@@ -79,6 +79,8 @@ class Collection:
 
 @attrs.frozen
 class CollectionList:
+    """One page of collections; ``total`` counts them all where the server says."""
+
     collections: list[Collection]
     total: int | None = None
 
@@ -120,10 +122,12 @@ class EvalBatchRun:
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the run is over (see ``batch_status_is_terminal``)."""
         return batch_status_is_terminal(self.status, self.completed_at)
 
     @property
     def failed(self) -> bool:
+        """Whether the run ended in failure."""
         text = self.status.lower()
         return "fail" in text or ("error" in text and "complete" not in text)
 
@@ -137,6 +141,8 @@ class EvalBatchRun:
 
 @attrs.frozen
 class EvalBatchRunList:
+    """One page of eval batch runs; ``total`` counts them all where the server says."""
+
     batch_runs: list[EvalBatchRun]
     total: int | None = None
 
@@ -157,11 +163,14 @@ class EvalFileResult:
 
 @attrs.frozen
 class EvalBatchRunResults:
+    """A batch run with the outcome of each of its files."""
+
     batch_run: EvalBatchRun
     file_results: list[EvalFileResult] = attrs.field(factory=list)
 
     @property
     def scores(self) -> list[float]:
+        """The files' eval scores, skipping files without one."""
         return [r.eval_score for r in self.file_results if r.eval_score is not None]
 
 
@@ -178,10 +187,12 @@ class EvalBatchProgress:
 
     @property
     def fraction(self) -> float | None:
+        """``completed_files / total_files`` (None while the total is unknown)."""
         return self.run.progress
 
     @property
     def is_terminal(self) -> bool:
+        """Whether this is the run's last report."""
         return self.run.is_terminal
 
 

@@ -30,6 +30,7 @@ class StepStatusChanged:
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the step's new status is terminal."""
         return self.new.is_terminal
 
 
@@ -44,6 +45,7 @@ class ExecutionStatusChanged:
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the execution's new status is terminal."""
         return self.new.is_terminal
 
 

@@ -35,10 +35,12 @@ class ExecutionStatus(OpenEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Completed, completed with errors, failed (or cancelled/expired, where servers say so)."""
         return self in _TERMINAL_EXECUTION or self.value in ("cancelled", "canceled", "expired")
 
     @property
     def is_success(self) -> bool:
+        """Completed without errors."""
         return self is ExecutionStatus.COMPLETED
 
 
@@ -59,6 +61,7 @@ class StepStatus(OpenEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Completed, failed or skipped."""
         return self in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED)
 
 
@@ -72,6 +75,7 @@ class StepConfig:
     eval_rubric_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The step as the JSON object the API expects."""
         data: dict[str, Any] = {"type": self.type, "settings": dict(self.settings)}
         if self.custom_processor_id is not None:
             data["custom_processor_id"] = self.custom_processor_id
@@ -94,15 +98,11 @@ class Pipeline:
     created: datetime | None = None
     updated: datetime | None = None
 
-    @property
-    def step_configs(self) -> list[StepConfig]:
-        from ._base import converter
-
-        return [converter.structure(step, StepConfig) for step in self.steps]
-
 
 @attrs.frozen
 class PipelineList:
+    """One page of pipelines; ``total`` counts them all."""
+
     pipelines: list[Pipeline]
     total: int = 0
 
@@ -120,12 +120,16 @@ class PipelineVersion:
 
 @attrs.frozen
 class PipelineVersionList:
+    """A pipeline's published versions, newest first."""
+
     versions: list[PipelineVersion]
     total: int = 0
 
 
 @attrs.frozen
 class PipelineRate:
+    """The price of a pipeline's configuration per 1,000 pages."""
+
     rate_per_1000_pages_cents: float | None = None
     rate_breakdown: dict[str, Any] | None = None
 
@@ -147,6 +151,7 @@ class PipelineStep:
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the step has finished (completed, failed or skipped)."""
         return self.status.is_terminal
 
 
@@ -168,10 +173,12 @@ class PipelineExecution:
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the execution has finished (successfully or not)."""
         return self.status.is_terminal
 
     @property
     def failed_steps(self) -> list[PipelineStep]:
+        """The steps whose status is failed."""
         return [s for s in self.steps if s.status is StepStatus.FAILED]
 
     def step(self, step_index: int) -> PipelineStep:
@@ -184,5 +191,7 @@ class PipelineExecution:
 
 @attrs.frozen
 class ExecutionList:
+    """One page of a pipeline's executions; ``total`` counts them all."""
+
     executions: list[PipelineExecution]
     total: int = 0

@@ -56,12 +56,14 @@ class WorkflowStatus(_UpperCaseEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """COMPLETED or FAILED."""
         return self in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED) or (
             self.value.upper() in _OTHER_TERMINAL
         )
 
     @property
     def is_success(self) -> bool:
+        """COMPLETED."""
         return self is WorkflowStatus.COMPLETED
 
 
@@ -77,6 +79,7 @@ class WorkflowStepStatus(_UpperCaseEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the step has finished (successfully or not)."""
         return self in (
             WorkflowStepStatus.COMPLETED,
             WorkflowStepStatus.FAILED,
@@ -114,6 +117,7 @@ class WorkflowStep:
     version: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The step as the JSON object the API expects."""
         return {
             "step_key": self.step_key,
             "unique_name": self.unique_name,
@@ -136,6 +140,8 @@ class Workflow:
 
 @attrs.frozen
 class WorkflowList:
+    """The team's workflows."""
+
     workflows: list[Workflow]
     total: int | None = None
 
@@ -176,6 +182,7 @@ class WorkflowStepState:
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the step has finished on this file."""
         return self.status.is_terminal
 
 
@@ -196,14 +203,17 @@ class WorkflowExecution:
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the execution has finished (COMPLETED or FAILED)."""
         return self.status.is_terminal
 
     @property
     def is_success(self) -> bool:
+        """Whether the execution completed."""
         return self.status.is_success
 
     @property
     def failed_steps(self) -> list[WorkflowStepState]:
+        """The step states (per file where reported) that failed."""
         return [s for s in self.steps if s.status is WorkflowStepStatus.FAILED]
 
     @property

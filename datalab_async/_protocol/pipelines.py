@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 API = "/api/v1"
-STEP_TYPES_HINT = ("convert", "extract", "segment", "custom")
 
 
 def _bool(value: bool) -> str:
