@@ -5,7 +5,7 @@ returns the step's JSON result or raises :class:`ProcessingError` (its text beco
 ``error_message``). Step types:
 
 ``convert``
-    The document (see :mod:`._documents` for formats) as ``markdown`` / ``html`` / ``json`` /
+    The document (see :mod:`.._readers` for formats) as ``markdown`` / ``html`` / ``json`` /
     ``chunks`` per ``output_format`` (comma-separated for several; default markdown), with
     ``page_count``, ``pages_processed`` and ``metadata``. Images report their format and pixel
     size under ``image``. Settings: ``paginate`` (bool: page separators in Markdown),
@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._documents import (
+from ._readers import (
     MAX_PAGES,
     PAGE_SEPARATOR_RE,
     Block,
