@@ -15,6 +15,9 @@ import pytest
 from datalab_async.local import _processors, _readers
 from datalab_async.local._processors import (
     ProcessingError,
+    _common,
+    _schema,
+    _steps,
     evaluate,
     evaluation_details,
     parse_page_range,
@@ -410,7 +413,7 @@ def test_page_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     many = b"x\f" * 7001
     with pytest.raises(ProcessingError, match="7002 pages; the limit is 7000"):
         step("convert", many, "many.txt")
-    monkeypatch.setattr(_processors, "MAX_PAGES", 2)
+    monkeypatch.setattr(_common, "MAX_PAGES", 2)
     with pytest.raises(ProcessingError, match="limit is 2 pages"):
         step("convert", make_pdf(["a", "b", "c"]), "three.pdf")
 
@@ -419,7 +422,7 @@ def test_unexpected_exceptions_become_processing_errors(monkeypatch: pytest.Monk
     def boom(job: object) -> dict[str, Any]:
         raise KeyError("surprise")
 
-    monkeypatch.setitem(_processors._HANDLERS, "convert", boom)
+    monkeypatch.setitem(_steps._HANDLERS, "convert", boom)
     with pytest.raises(ProcessingError, match="convert failed on 'a.md': KeyError"):
         step("convert", b"# hi", "a.md")
 
@@ -610,7 +613,7 @@ def test_rendered_markdown_parses_back_to_the_same_blocks(docs: dict[str, bytes]
     for name in ("invoice-0008.md", "invoice-0004.docx", "invoice-0005.pptx", "invoice-0007.html"):
         result = step("convert", docs[name], name, output_format="json,markdown,html")
         blocks = [
-            _processors._block_from_json(b) for p in result["json"]["children"] for b in p["blocks"]
+            _common.block_from_json(b) for p in result["json"]["children"] for b in p["blocks"]
         ]
         assert _readers.text_blocks(result["markdown"]) == blocks, name
         reparsed = [
@@ -775,13 +778,13 @@ def test_extract_lists_under_headings() -> None:
     ],
 )
 def test_value_typing(value: str, kind: str, expected: Any) -> None:
-    assert _processors._coerce(value, {"type": kind}) == expected
+    assert _schema.coerce(value, {"type": kind}) == expected
 
 
 def test_enum_typing() -> None:
     schema = {"enum": ["Paid", "Open"]}
-    assert _processors._coerce("paid", schema) == "Paid"
-    assert _processors._coerce("closed", schema) is None
+    assert _schema.coerce("paid", schema) == "Paid"
+    assert _schema.coerce("closed", schema) is None
 
 
 @pytest.mark.parametrize(
