@@ -94,6 +94,8 @@ def parse_output_formats(spec: str | None) -> list[str]:
 
 @dataclass
 class Job:
+    """One step's input: the document, its settings and the run's options."""
+
     data: bytes
     filename: str
     settings: dict[str, Any]
@@ -104,6 +106,8 @@ class Job:
 
 @dataclass
 class Pages:
+    """The pages a step works on, the document's page count and the indices processed."""
+
     pages: list[Page]
     page_count: int
     processed: list[int]
@@ -111,6 +115,7 @@ class Pages:
 
 
 def convert_pages(job: Job) -> Pages:
+    """The job's document read from its bytes, limited to its page range and ``max_pages``."""
     document = load_document(job.data, job.filename)
     if document.page_count > MAX_PAGES:
         raise ProcessingError(
@@ -142,6 +147,7 @@ def source_pages(job: Job) -> Pages:
 
 
 def pages_from_result(result: Mapping[str, Any]) -> list[Page] | None:
+    """Pages rebuilt from a convert result (JSON, chunks, Markdown or HTML), or None."""
     processed = result.get("pages_processed")
     first = processed[0] if isinstance(processed, list) and processed else 0
     doc = result.get("json")
@@ -180,6 +186,7 @@ def pages_from_result(result: Mapping[str, Any]) -> list[Page] | None:
 
 
 def block_from_json(item: Mapping[str, Any]) -> Block:
+    """A block from its JSON form (``rows`` rebuilt from the text for old tables)."""
     kind = str(item.get("type") or "Text")
     text = str(item.get("text") or "")
     level = item.get("level")
@@ -197,4 +204,5 @@ def block_from_json(item: Mapping[str, Any]) -> Block:
 
 
 def page_text(page: Page) -> str:
+    """The text of a page's blocks, one block per line."""
     return "\n".join(block.text for block in page.blocks if block.text)

@@ -11,6 +11,7 @@ __all__ = ["convert"]
 
 
 def convert(job: Job) -> dict[str, Any]:
+    """The ``convert`` step: the document in each requested output format."""
     spec = job.output_format if job.output_format is not None else job.settings.get("output_format")
     formats = parse_output_formats(spec if isinstance(spec, str) else None)
     source = convert_pages(job)

@@ -11,6 +11,7 @@ __all__ = ["custom"]
 
 
 def custom(job: Job) -> dict[str, Any]:
+    """The ``custom`` step: word, line, character, block and keyword counts."""
     source = source_pages(job)
     text = "\n".join(page_text(page) for page in source.pages)
     counts: dict[str, int] = {}

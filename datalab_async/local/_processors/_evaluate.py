@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._common import ProcessingError, page_text, pages_from_result
@@ -58,6 +58,105 @@ def _same(expected: Any, actual: Any) -> bool:
     return bool(expected == actual)
 
 
+Scores = dict[str, float]
+Rubric = Mapping[str, Any]
+
+
+def _text_coverage(result: Mapping[str, Any]) -> tuple[float, str]:
+    """Share of processed pages with text (images: a valid size), and the result's text."""
+    image = result.get("image")
+    if isinstance(image, Mapping):
+        ok = all(isinstance(image.get(k), int) and image[k] > 0 for k in ("width", "height"))
+        return (1.0 if ok else 0.0), ""
+    pages = pages_from_result(result) or []
+    text = "\n".join(page_text(p) for p in pages)
+    if not pages and isinstance(result.get("markdown"), str):
+        text = result["markdown"]
+    processed = result.get("pages_processed")
+    wanted = len(processed) if isinstance(processed, list) and processed else len(pages)
+    metadata = result.get("metadata")
+    stats = metadata.get("page_stats") if isinstance(metadata, Mapping) else None
+    if isinstance(stats, list) and stats:
+        with_text = sum(
+            1 for st in stats if isinstance(st, Mapping) and _positive(st.get("text_chars"))
+        )
+    else:
+        with_text = len({p.index for p in pages if page_text(p).strip()})
+    return (min(1.0, with_text / wanted) if wanted else 0.0), text
+
+
+def _convert_scores(result: Mapping[str, Any], rubric: Rubric) -> Scores:
+    coverage, text = _text_coverage(result)
+    scores = {"text_coverage": coverage}
+    terms = rubric.get("required_terms")
+    if isinstance(terms, list) and terms:
+        lowered = text.lower()
+        found = sum(1 for t in terms if str(t).lower() in lowered)
+        scores["required_terms"] = found / len(terms)
+    return scores
+
+
+def _extract_scores(result: Mapping[str, Any], rubric: Rubric) -> Scores:
+    schema = result.get("extraction_schema")
+    extraction = result.get("extraction")
+    scores = {"fields_filled": 0.0}
+    if isinstance(schema, Mapping):
+        resolver = SchemaResolver(schema)
+        try:
+            root = resolver.resolve(schema)
+        except ProcessingError:
+            root = {}
+        filled, total = _leaf_fill(root, extraction, resolver)
+        scores["fields_filled"] = filled / total if total else 0.0
+    expected = rubric.get("expected")
+    if isinstance(expected, Mapping) and expected:
+        hits = sum(
+            1 for path, want in expected.items() if _same(want, _lookup(extraction, str(path)))
+        )
+        scores["accuracy"] = hits / len(expected)
+    return scores
+
+
+def _segment_scores(result: Mapping[str, Any], rubric: Rubric) -> Scores:
+    segments = [s for s in result.get("segments") or () if isinstance(s, Mapping)]
+    covered = {p for s in segments for p in s.get("pages") or () if isinstance(p, int)}
+    processed = result.get("pages_processed")
+    expected_pages = set(processed) if isinstance(processed, list) and processed else covered
+    scores = {
+        "page_coverage": (
+            len(covered & expected_pages) / len(expected_pages) if expected_pages else 0.0
+        )
+    }
+    names = rubric.get("expected_segments")
+    if isinstance(names, list) and names:
+        present = {str(s.get("name", "")).lower() for s in segments if s.get("pages")}
+        found = sum(1 for n in names if str(n).lower() in present)
+        scores["expected_segments"] = found / len(names)
+    return scores
+
+
+def _custom_scores(result: Mapping[str, Any], rubric: Rubric) -> Scores:
+    words = result.get("word_count")
+    return {"has_text": 1.0 if isinstance(words, int) and words > 0 else 0.0}
+
+
+def _fill_scores(result: Mapping[str, Any], rubric: Rubric) -> Scores:
+    filled_fields = result.get("filled_fields")
+    unmatched = result.get("unmatched_fields")
+    n_filled = len(filled_fields) if isinstance(filled_fields, Mapping) else 0
+    n_total = n_filled + (len(unmatched) if isinstance(unmatched, list) else 0)
+    return {"fields_filled": n_filled / n_total if n_total else 0.0}
+
+
+_SCORERS: dict[str, Callable[[Mapping[str, Any], Rubric], Scores]] = {
+    "convert": _convert_scores,
+    "extract": _extract_scores,
+    "segment": _segment_scores,
+    "custom": _custom_scores,
+    "fill": _fill_scores,
+}
+
+
 def evaluation_details(
     step_type: str, result: Mapping[str, Any], rubric: Mapping[str, Any] | None
 ) -> dict[str, float]:
@@ -69,82 +168,10 @@ def evaluation_details(
     ``accuracy``. segment: ``page_coverage`` and, with ``rubric["expected_segments"]``,
     ``expected_segments``. custom: ``has_text``. fill: ``fields_filled``.
     """
-    rubric = rubric if isinstance(rubric, Mapping) else {}
-    kind = step_type.strip().lower()
-    scores: dict[str, float] = {}
-    if not isinstance(result, Mapping):
-        return scores
-    if kind == "convert":
-        image = result.get("image")
-        if isinstance(image, Mapping):
-            ok = all(isinstance(image.get(k), int) and image[k] > 0 for k in ("width", "height"))
-            scores["text_coverage"] = 1.0 if ok else 0.0
-            text = ""
-        else:
-            pages = pages_from_result(result) or []
-            text = "\n".join(page_text(p) for p in pages)
-            if not pages and isinstance(result.get("markdown"), str):
-                text = result["markdown"]
-            processed = result.get("pages_processed")
-            wanted = len(processed) if isinstance(processed, list) and processed else len(pages)
-            metadata = result.get("metadata")
-            stats = metadata.get("page_stats") if isinstance(metadata, Mapping) else None
-            if isinstance(stats, list) and stats:
-                with_text = sum(
-                    1 for st in stats if isinstance(st, Mapping) and _positive(st.get("text_chars"))
-                )
-            else:
-                with_text = len({p.index for p in pages if page_text(p).strip()})
-            scores["text_coverage"] = min(1.0, with_text / wanted) if wanted else 0.0
-        terms = rubric.get("required_terms")
-        if isinstance(terms, list) and terms:
-            lowered = text.lower()
-            scores["required_terms"] = sum(1 for t in terms if str(t).lower() in lowered) / len(
-                terms
-            )
-    elif kind == "extract":
-        schema = result.get("extraction_schema")
-        extraction = result.get("extraction")
-        if isinstance(schema, Mapping):
-            resolver = SchemaResolver(schema)
-            try:
-                root = resolver.resolve(schema)
-            except ProcessingError:
-                root = {}
-            filled, total = _leaf_fill(root, extraction, resolver)
-            scores["fields_filled"] = filled / total if total else 0.0
-        else:
-            scores["fields_filled"] = 0.0
-        expected = rubric.get("expected")
-        if isinstance(expected, Mapping) and expected:
-            hits = sum(
-                1 for path, want in expected.items() if _same(want, _lookup(extraction, str(path)))
-            )
-            scores["accuracy"] = hits / len(expected)
-    elif kind == "segment":
-        segments = [s for s in result.get("segments") or () if isinstance(s, Mapping)]
-        covered = {p for s in segments for p in s.get("pages") or () if isinstance(p, int)}
-        processed = result.get("pages_processed")
-        expected_pages = set(processed) if isinstance(processed, list) and processed else covered
-        scores["page_coverage"] = (
-            len(covered & expected_pages) / len(expected_pages) if expected_pages else 0.0
-        )
-        names = rubric.get("expected_segments")
-        if isinstance(names, list) and names:
-            present = {str(s.get("name", "")).lower() for s in segments if s.get("pages")}
-            scores["expected_segments"] = sum(1 for n in names if str(n).lower() in present) / len(
-                names
-            )
-    elif kind == "custom":
-        words = result.get("word_count")
-        scores["has_text"] = 1.0 if isinstance(words, int) and words > 0 else 0.0
-    elif kind == "fill":
-        filled_fields = result.get("filled_fields")
-        unmatched = result.get("unmatched_fields")
-        n_filled = len(filled_fields) if isinstance(filled_fields, Mapping) else 0
-        n_total = n_filled + (len(unmatched) if isinstance(unmatched, list) else 0)
-        scores["fields_filled"] = n_filled / n_total if n_total else 0.0
-    return scores
+    scorer = _SCORERS.get(step_type.strip().lower())
+    if scorer is None or not isinstance(result, Mapping):
+        return {}
+    return scorer(result, rubric if isinstance(rubric, Mapping) else {})
 
 
 def evaluate(step_type: str, result: dict[str, Any], rubric: dict[str, Any] | None) -> float:

@@ -12,7 +12,7 @@ from .._readers import (
     Page,
 )
 from ._common import Job, source_pages
-from ._matching import THRESHOLD, Target, key_words, split_pair, word_tokens
+from ._matching import THRESHOLD, Target, split_pair, words
 from ._schema import SchemaResolver, coerce, items_schema, load_schema, schema_type
 
 __all__ = ["extract"]
@@ -58,14 +58,12 @@ def _context(pages: Sequence[Page]) -> _Context:
             for line in block.text.split("\n"):
                 pair = split_pair(line)
                 if pair and pair[1]:
-                    pairs.append(_Pair(key_words(word_tokens(pair[0])), pair[1], page, order))
+                    pairs.append(_Pair(words(pair[0]), pair[1], page, order))
         elif block.type == "Table":
             for row in block.rows:
                 cells = [c for c in row if c.strip()]
                 if len(row) == 2 and len(cells) == 2 and any(ch.isalpha() for ch in row[0]):
-                    pairs.append(
-                        _Pair(key_words(word_tokens(row[0].rstrip(":"))), row[1], page, order)
-                    )
+                    pairs.append(_Pair(words(row[0].rstrip(":")), row[1], page, order))
     sections: list[_Section] = []
     for order, (_page, block) in enumerate(blocks):
         if block.type != "SectionHeader":
@@ -77,11 +75,7 @@ def _context(pages: Sequence[Page]) -> _Context:
                 end = later
                 break
         pages_in = sorted({blocks[n][0] for n in range(order, end)})
-        sections.append(
-            _Section(
-                block.text, key_words(word_tokens(block.text)), block.level, order, end, pages_in
-            )
-        )
+        sections.append(_Section(block.text, words(block.text), block.level, order, end, pages_in))
     return _Context(blocks, pairs, sections)
 
 
@@ -263,7 +257,7 @@ class _Extractor:
         for pi, (prop, sub) in enumerate(props.items()):
             target = Target.of(prop, sub)
             for column, cell in enumerate(header):
-                score = target.score(key_words(word_tokens(cell)))
+                score = target.score(words(cell))
                 if score >= THRESHOLD:
                     candidates.append((-score, column, pi, prop))
         candidates.sort()
@@ -275,6 +269,7 @@ class _Extractor:
 
 
 def extract(job: Job) -> dict[str, Any]:
+    """The ``extract`` step: the schema filled, with citations and missing fields."""
     schema = load_schema(job.settings)
     source = source_pages(job)
     extractor = _Extractor(schema, _context(source.pages))

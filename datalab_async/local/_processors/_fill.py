@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .._readers import (
@@ -11,7 +13,7 @@ from .._readers import (
     Page,
 )
 from ._common import Job, ProcessingError, source_pages
-from ._matching import THRESHOLD, Target, key_words, split_pair, word_tokens
+from ._matching import THRESHOLD, Target, split_pair, words
 from ._render import render_markdown
 
 __all__ = ["fill"]
@@ -20,8 +22,20 @@ __all__ = ["fill"]
 _BLANK_RE = re.compile(r"^[_.\s\u2026\[\]()]*$")
 
 
-def fill(job: Job) -> dict[str, Any]:
-    field_data = job.settings.get("field_data")
+@dataclass(frozen=True)
+class _Blank:
+    """A blank field: its label's key words, where it is (page, block, line or row), its label."""
+
+    label: frozenset[str]
+    page: int  # position in the job's pages, not the page index
+    block: int
+    line: int
+    text: str
+
+
+def _field_data(settings: Mapping[str, Any]) -> dict[str, tuple[Any, Target]]:
+    """Field name -> (value, how to match its label), from ``settings["field_data"]``."""
+    field_data = settings.get("field_data")
     if isinstance(field_data, str):
         try:
             field_data = json.loads(field_data)
@@ -35,63 +49,87 @@ def fill(job: Job) -> dict[str, Any]:
             fields[str(name)] = (spec.get("value"), Target.of(str(name), spec))
         else:
             fields[str(name)] = (spec, Target.of(str(name), {}))
-    source = source_pages(job)
-    blanks: list[
-        tuple[frozenset[str], int, int, int, str]
-    ] = []  # label, page idx, block, line, label text
-    for pi, page in enumerate(source.pages):
+    return fields
+
+
+def _blanks(pages: Sequence[Page]) -> list[_Blank]:
+    """Blank ``Label:`` lines and two-column table rows with an empty value, in reading order."""
+    blanks: list[_Blank] = []
+    for pi, page in enumerate(pages):
         for bi, block in enumerate(page.blocks):
             if block.type == "Table":
                 for ri, row in enumerate(block.rows):
                     if len(row) == 2 and row[0].strip() and _BLANK_RE.match(row[1]):
-                        blanks.append((key_words(word_tokens(row[0])), pi, bi, ri, row[0]))
+                        blanks.append(_Blank(words(row[0]), pi, bi, ri, row[0]))
             elif block.type in ("Text", "ListItem"):
                 for li, line in enumerate(block.text.split("\n")):
                     pair = split_pair(line)
                     if pair and _BLANK_RE.match(pair[1]):
-                        blanks.append((key_words(word_tokens(pair[0])), pi, bi, li, pair[0]))
+                        blanks.append(_Blank(words(pair[0]), pi, bi, li, pair[0]))
+    return blanks
+
+
+def _shown(value: Any) -> str:
+    return (
+        "" if value is None else "Yes" if value is True else "No" if value is False else str(value)
+    )
+
+
+def _match(
+    fields: Mapping[str, tuple[Any, Target]], blanks: Sequence[_Blank]
+) -> list[tuple[str, _Blank]]:
+    """Each field paired with its best-matching blank (best scores first; one blank each)."""
     candidates = []
     for fi, (name, (_value, target)) in enumerate(fields.items()):
         for order, blank in enumerate(blanks):
-            score = target.score(blank[0])
+            score = target.score(blank.label)
             if score >= THRESHOLD:
                 candidates.append((-score, order, fi, name))
     candidates.sort()
-    filled: dict[str, dict[str, Any]] = {}
-    edits: dict[tuple[int, int, int], str] = {}
+    matched: dict[str, _Blank] = {}
     used: set[int] = set()
     for _s, order, _fi, name in candidates:
-        if name in filled or order in used:
-            continue
-        _label, pi, bi, line_no, label_text = blanks[order]
-        value = fields[name][0]
-        shown = (
-            ""
-            if value is None
-            else ("Yes" if value is True else "No" if value is False else str(value))
+        if name not in matched and order not in used:
+            matched[name] = blanks[order]
+            used.add(order)
+    return list(matched.items())
+
+
+def _edited(block: Block, edits: Mapping[int, str]) -> Block:
+    """``block`` with the rows or lines at ``edits``' keys given their new values."""
+    if block.type == "Table":
+        rows = tuple(
+            (row[0], edits[ri]) if ri in edits else row for ri, row in enumerate(block.rows)
         )
-        edits[(pi, bi, line_no)] = shown
-        used.add(order)
-        filled[name] = {"value": value, "page": source.pages[pi].index, "label": label_text}
-    pages = []
-    for pi, page in enumerate(source.pages):
-        blocks = []
-        for bi, block in enumerate(page.blocks):
-            if block.type == "Table" and any(k[:2] == (pi, bi) for k in edits):
-                rows = tuple(
-                    (row[0], edits[(pi, bi, ri)]) if (pi, bi, ri) in edits else row
-                    for ri, row in enumerate(block.rows)
-                )
-                block = Block("Table", "\n".join(" | ".join(r) for r in rows), rows=rows)
-            elif any(k[:2] == (pi, bi) for k in edits):
-                lines = block.text.split("\n")
-                for li in range(len(lines)):
-                    if (pi, bi, li) in edits:
-                        label = lines[li].split(":", 1)[0].rstrip()
-                        lines[li] = f"{label}: {edits[(pi, bi, li)]}"
-                block = Block(block.type, "\n".join(lines), block.level)
-            blocks.append(block)
-        pages.append(Page(page.index, tuple(blocks)))
+        return Block("Table", "\n".join(" | ".join(r) for r in rows), rows=rows)
+    lines = block.text.split("\n")
+    for li, value in edits.items():
+        lines[li] = f"{lines[li].split(':', 1)[0].rstrip()}: {value}"
+    return Block(block.type, "\n".join(lines), block.level)
+
+
+def fill(job: Job) -> dict[str, Any]:
+    """The ``fill`` step: blanks filled from ``settings["field_data"]``, as Markdown."""
+    fields = _field_data(job.settings)
+    source = source_pages(job)
+    matches = _match(fields, _blanks(source.pages))
+    edits: dict[tuple[int, int], dict[int, str]] = {}
+    for name, blank in matches:
+        edits.setdefault((blank.page, blank.block), {})[blank.line] = _shown(fields[name][0])
+    pages = [
+        Page(
+            page.index,
+            tuple(
+                _edited(block, edits[(pi, bi)]) if (pi, bi) in edits else block
+                for bi, block in enumerate(page.blocks)
+            ),
+        )
+        for pi, page in enumerate(source.pages)
+    ]
+    filled = {
+        name: {"value": fields[name][0], "page": source.pages[b.page].index, "label": b.text}
+        for name, b in matches
+    }
     return {
         "filled_fields": filled,
         "unmatched_fields": [name for name in fields if name not in filled],

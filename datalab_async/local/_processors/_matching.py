@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["THRESHOLD", "Target", "key_words", "split_pair", "word_tokens"]
+__all__ = ["THRESHOLD", "Target", "split_pair", "words"]
 
 
 _STOP = frozenset(
@@ -18,34 +18,44 @@ _STOP = frozenset(
 THRESHOLD = 0.5
 
 
-def word_tokens(text: str) -> list[str]:
+def _word_tokens(text: str) -> list[str]:
     text = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text)
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def key_words(tokens: Iterable[str]) -> frozenset[str]:
-    words = list(tokens)
-    kept = frozenset(t for t in words if t not in _STOP)
-    return kept or frozenset(words)
+def _key_words(tokens: Iterable[str]) -> frozenset[str]:
+    """The tokens less stop words (all of them when nothing else is left)."""
+    every = list(tokens)
+    kept = frozenset(t for t in every if t not in _STOP)
+    return kept or frozenset(every)
+
+
+def words(text: str) -> frozenset[str]:
+    """The key words of ``text``: what labels, names and headings are compared by."""
+    return _key_words(_word_tokens(text))
 
 
 @dataclass(frozen=True)
 class Target:
+    """A schema property to match: the key words of its name, title and description."""
+
     names: frozenset[str]
     title: frozenset[str]
     description: frozenset[str]
 
     @classmethod
     def of(cls, name: str, schema: Mapping[str, Any]) -> Target:
+        """The target for property ``name`` with sub-schema ``schema``."""
         title = schema.get("title")
         description = schema.get("description")
         return cls(
-            key_words(word_tokens(name)),
-            key_words(word_tokens(title)) if isinstance(title, str) else frozenset(),
-            key_words(word_tokens(description)) if isinstance(description, str) else frozenset(),
+            words(name),
+            words(title) if isinstance(title, str) else frozenset(),
+            words(description) if isinstance(description, str) else frozenset(),
         )
 
     def score(self, label: frozenset[str]) -> float:
+        """How well ``label`` names this target, in ``[0, 1]``."""
         if not label:
             return 0.0
         best = 0.0
@@ -71,6 +81,7 @@ _PAIR_RE = re.compile(
 
 
 def split_pair(line: str) -> tuple[str, str] | None:
+    """``(label, value)`` of a ``Label: value`` line, else None."""
     match = _PAIR_RE.match(line)
     if not match:
         return None

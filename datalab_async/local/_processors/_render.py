@@ -59,6 +59,7 @@ def _page_markdown(page: Page, picture_src: str) -> str:
 
 
 def render_markdown(pages: Sequence[Page], *, paginate: bool = False, picture_src: str = "") -> str:
+    """Markdown of ``pages``; ``paginate`` puts our separator before each page."""
     parts = []
     for page in pages:
         body = _page_markdown(page, picture_src)
@@ -80,6 +81,7 @@ def _html_table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def render_html(pages: Sequence[Page], *, picture_src: str = "") -> str:
+    """HTML of ``pages``, one ``<div class="page" data-page="N">`` each."""
     out = []
     for page in pages:
         out.append(f'<div class="page" data-page="{page.index}">')
@@ -126,6 +128,7 @@ def _block_json(block: Block, page: int, n: int) -> dict[str, Any]:
 
 
 def render_json(pages: Sequence[Page]) -> dict[str, Any]:
+    """The JSON block tree of ``pages``: a Document of Pages of blocks."""
     return {
         "type": "Document",
         "children": [
@@ -141,6 +144,7 @@ def render_json(pages: Sequence[Page]) -> dict[str, Any]:
 
 
 def render_chunks(pages: Sequence[Page], *, picture_src: str = "") -> list[dict[str, Any]]:
+    """One chunk per block, each with its page and the section heading above it."""
     chunks = []
     section: str | None = None
     for page in pages:

@@ -49,6 +49,7 @@ def _parse_number(value: str) -> float | None:
 
 
 def schema_type(schema: Mapping[str, Any]) -> str:
+    """The schema's type (the first non-null one), guessed from its keywords if absent."""
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None)
@@ -98,15 +99,19 @@ def coerce(value: str, schema: Mapping[str, Any]) -> Any:
 
 
 def items_schema(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The schema of an array's items (strings when not given)."""
     items = schema.get("items")
     return items if isinstance(items, Mapping) else {"type": "string"}
 
 
 class SchemaResolver:
+    """Resolves local ``$ref`` and ``anyOf``/``oneOf`` against a root schema."""
+
     def __init__(self, root: Mapping[str, Any]) -> None:
         self.root = root
 
     def resolve(self, schema: Any, depth: int = 0) -> Mapping[str, Any]:
+        """``schema`` with its ``$ref`` followed and a single non-null ``anyOf`` merged in."""
         if not isinstance(schema, Mapping):
             raise ProcessingError(
                 "invalid page_schema: every property must be a JSON schema object"
@@ -139,6 +144,7 @@ class SchemaResolver:
         return schema
 
     def check(self, schema: Mapping[str, Any], path: str, depth: int = 0) -> None:
+        """Raise :class:`ProcessingError` if ``schema`` (at ``path``) is not usable."""
         if depth > 12:
             raise ProcessingError("invalid page_schema: nested too deeply")
         kind = schema_type(schema)
@@ -169,6 +175,7 @@ class SchemaResolver:
 
 
 def load_schema(settings: Mapping[str, Any], key: str = "page_schema") -> dict[str, Any]:
+    """The JSON schema in ``settings[key]`` (object or JSON text), checked; the raw object."""
     raw = settings.get(key)
     if raw is None or raw == "":
         raise ProcessingError(

@@ -13,7 +13,7 @@ from .._readers import (
     Page,
 )
 from ._common import Job, ProcessingError, source_pages
-from ._matching import key_words, word_tokens
+from ._matching import words
 
 __all__ = ["segment"]
 
@@ -93,27 +93,26 @@ def _segment_defs(
             raise ProcessingError("invalid segmentation_schema: every segment needs a 'name'")
         if not name.strip():
             raise ProcessingError("invalid segmentation_schema: segment names must not be empty")
-        defs.append(
-            (name.strip(), key_words(word_tokens(name)), key_words(word_tokens(description)))
-        )
+        defs.append((name.strip(), words(name), words(description)))
     return defs
 
 
 def _segment_score(name: frozenset[str], description: frozenset[str], part: _Part) -> float:
-    heading = key_words(word_tokens(part.name))
-    words = key_words(word_tokens(" ".join(b.text for b in part.blocks)))
+    heading = words(part.name)
+    body = words(" ".join(b.text for b in part.blocks))
     score = 0.0
     if name and heading:
         common = len(name & heading)
         score = max(score, common / len(name | heading), 0.8 * common / len(name))
     if name:
-        score = max(score, 0.5 * len(name & words) / len(name))
+        score = max(score, 0.5 * len(name & body) / len(name))
     if description:
-        score = max(score, 0.6 * len(description & (words | heading)) / len(description))
+        score = max(score, 0.6 * len(description & (body | heading)) / len(description))
     return score
 
 
 def segment(job: Job) -> dict[str, Any]:
+    """The ``segment`` step: sections, or named segments when a schema is given."""
     defs = _segment_defs(job.settings)
     source = source_pages(job)
     parts = _parts(source.pages)
