@@ -13,6 +13,7 @@ from typing import Any
 
 import docx
 import pptx
+import pypdf
 import pytest
 from fpdf import FPDF
 from pptx.util import Inches
@@ -305,6 +306,25 @@ def test_pdf_tables_reach_convert_and_extract() -> None:
         "total": 1,
         "line_items": 1,
     }
+
+
+def test_pdf_page_falls_back_to_plain_text_when_layout_mode_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = pypdf.PageObject.extract_text
+
+    def no_layout(self: pypdf.PageObject, *args: Any, **kwargs: Any) -> str:
+        if kwargs.get("extraction_mode") == "layout":
+            raise ValueError("layout mode failed")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pypdf.PageObject, "extract_text", no_layout)
+    first_page = blocks_by_page(fpdf2_pdf(), "fpdf.pdf")[0]
+    assert first_page[:2] == [
+        ("SectionHeader", "Shipping Notice", 2),
+        ("Text", "Order Number: FP-881\nCarrier: Northwind Freight", 0),
+    ]
+    assert "Table" not in {kind for kind, _text, _level in first_page}  # plain mode has no columns
 
 
 @pytest.mark.parametrize(

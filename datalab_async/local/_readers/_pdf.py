@@ -66,10 +66,14 @@ def load_pdf(data: bytes) -> SourceDocument:
 
     def page_blocks(index: int) -> list[Block]:
         try:
-            text = reader.pages[index].extract_text(extraction_mode="layout") or ""
+            page = reader.pages[index]
+            try:
+                text = layout_text(page.extract_text(extraction_mode="layout") or "")
+            except Exception:  # noqa: BLE001 - layout mode is the younger code: try plain mode
+                text = page.extract_text() or ""
         except Exception as err:  # noqa: BLE001 - same reason as in _open
             raise DocumentError(f"could not extract text from PDF page {index}: {err}") from err
-        return text_blocks(layout_text(text), plain=True)
+        return text_blocks(text, plain=True)
 
     return SourceDocument("pdf", count, page_blocks, title=_title(reader))
 
