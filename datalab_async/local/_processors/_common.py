@@ -35,7 +35,7 @@ __all__ = [
     "source_pages",
 ]
 
-
+#: Output formats of ``convert`` (``output_format`` may list several, comma-separated).
 OUTPUT_FORMATS = ("markdown", "html", "json", "chunks")
 
 

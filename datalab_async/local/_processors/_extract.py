@@ -7,10 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._readers import (
-    Block,
-    Page,
-)
+from .._readers import Block, Page
 from ._common import Job, source_pages
 from ._matching import THRESHOLD, Target, split_pair, words
 from ._schema import SchemaResolver, coerce, items_schema, load_schema, schema_type

@@ -8,10 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._readers import (
-    Block,
-    Page,
-)
+from .._readers import Block, Page
 from ._common import Job, ProcessingError, source_pages
 from ._matching import THRESHOLD, Target, split_pair, words
 from ._render import render_markdown

@@ -6,11 +6,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from .._readers import (
-    Block,
-    Page,
-    page_separator,
-)
+from .._readers import Block, Page, page_separator
 
 __all__ = ["render_chunks", "render_html", "render_json", "render_markdown"]
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._readers import (
-    DocumentError,
-)
+from .._readers import DocumentError
 from ._common import Job, ProcessingError
 from ._convert import convert
 from ._custom import custom
