@@ -17,6 +17,7 @@ import pypdf
 import pytest
 from fpdf import FPDF
 from pptx.util import Inches
+from reportlab.lib import pdfencrypt
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.pdfbase import pdfmetrics
@@ -306,6 +307,23 @@ def test_pdf_tables_reach_convert_and_extract() -> None:
         "total": 1,
         "line_items": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("user_password", "outcome"), [("secret", "encrypted with a password"), ("", "Account: 12-345")]
+)
+def test_encrypted_pdf_from_reportlab(user_password: str, outcome: str) -> None:
+    out = io.BytesIO()
+    encryption = pdfencrypt.StandardEncryption(user_password, ownerPassword="owner", strength=128)
+    pdf = canvas.Canvas(out, encrypt=encryption, invariant=1)
+    pdf.drawString(72, 700, "Account: 12-345")
+    pdf.showPage()
+    pdf.save()
+    if user_password:
+        with pytest.raises(ProcessingError, match=outcome):
+            step("convert", out.getvalue(), "locked.pdf")
+    else:  # only an owner password: anyone may read it
+        assert step("convert", out.getvalue(), "open.pdf")["markdown"] == outcome + "\n"
 
 
 def test_pdf_page_falls_back_to_plain_text_when_layout_mode_fails(
