@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
-from datalab_async.local import _documents, _processors
+from datalab_async.local import _processors, _readers
 from datalab_async.local._processors import (
     ProcessingError,
+    _common,
+    _schema,
+    _steps,
     evaluate,
     evaluation_details,
     parse_page_range,
@@ -113,7 +116,7 @@ def test_public_names() -> None:
         "run_step",
     }
     assert all(hasattr(_processors, name) for name in _processors.__all__)
-    assert all(hasattr(_documents, name) for name in _documents.__all__)
+    assert all(hasattr(_readers, name) for name in _readers.__all__)
 
 
 # -- convert -----------------------------------------------------------------------------------
@@ -272,18 +275,14 @@ def test_text_pages_split_on_form_feeds() -> None:
     }
 
 
-# -- PDF backends ------------------------------------------------------------------------------
+# -- PDF ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["invoice-0001.pdf", "invoice-0002.pdf", "invoice-0003.pdf"])
-def test_builtin_pdf_reader_matches_pypdf(
-    docs: dict[str, bytes], name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with_pypdf = step("convert", docs[name], name, output_format="json,markdown")
-    monkeypatch.setitem(sys.modules, "pypdf", None)
-    assert _documents._import_pypdf() is None
-    without = step("convert", docs[name], name, output_format="json,markdown")
-    assert without == with_pypdf
+@pytest.mark.usefixtures("no_pypdf")
+def test_pdf_without_pypdf_fails_the_step_with_an_install_hint(docs: dict[str, bytes]) -> None:
+    with pytest.raises(ProcessingError, match=r"needs the pypdf package.*datalab-async\[local\]"):
+        step("convert", docs["invoice-0001.pdf"], "invoice-0001.pdf")
+    assert "INV-0008" in step("convert", docs["invoice-0008.md"], "invoice-0008.md")["markdown"]
 
 
 def _raw_pdf(objects: dict[int, bytes], root: int = 1, extra_trailer: bytes = b"") -> bytes:
@@ -321,8 +320,7 @@ def _simple_page_objects(
     }
 
 
-@pytest.mark.usefixtures("no_pypdf")
-def test_builtin_reader_text_operators() -> None:
+def test_pdf_text_operators() -> None:
     content = (
         b"BT /F1 12 Tf 1 0 0 1 72 700 Tm [(Invoice) -300 (Number:)] TJ ( INV-77) Tj ET\n"
         b"BT 1 0 0 1 72 680 Tm (Total: 12.50) Tj ET\n"
@@ -330,7 +328,9 @@ def test_builtin_reader_text_operators() -> None:
         b"(and next) ' 0 -14 Td <48656C6C6F> Tj 100 0 Td (world) Tj ET\n"
         b"BI /W 1 /H 1 /BPC 8 /CS /G ID \x00\xff EI\n"
     )
-    data = _raw_pdf(_simple_page_objects(_stream(zlib.compress(content), b"/Filter /FlateDecode ")))
+    font = b"/Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding"
+    stream = _stream(zlib.compress(content), b"/Filter /FlateDecode ")
+    data = _raw_pdf(_simple_page_objects(stream, font))
     result = step("convert", data, "ops.pdf")
     assert result["markdown"].splitlines() == [
         "Invoice Number: INV-77",
@@ -342,52 +342,6 @@ def test_builtin_reader_text_operators() -> None:
     ]
     extracted = step("extract", data, "ops.pdf", {"page_schema": INVOICE_SCHEMA})
     assert extracted["extraction"] == {"invoice_number": "INV-77", "total": 12.5}
-
-
-@pytest.mark.usefixtures("no_pypdf")
-def test_builtin_reader_object_streams() -> None:
-    packed = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"]
-    header = b"1 0 2 %d " % (len(packed[0]) + 1)
-    body = packed[0] + b"\n" + packed[1]
-    objstm = zlib.compress(header + body)
-    objects = {
-        3: b"<< /Type /Page /Parent 2 0 R /Contents 4 0 R >>",
-        4: _stream(b"BT 72 700 Td (Packed objects work) Tj ET"),
-        6: b"<< /Type /ObjStm /N 2 /First %d /Length %d /Filter /FlateDecode >>\nstream\n"
-        % (len(header), len(objstm))
-        + objstm
-        + b"\nendstream",
-    }
-    result = step("convert", _raw_pdf(objects), "packed.pdf")
-    assert result["markdown"] == "Packed objects work\n"
-
-
-@pytest.mark.usefixtures("no_pypdf")
-@pytest.mark.parametrize(
-    ("objects", "message"),
-    [
-        (_simple_page_objects(_stream(b"BT (x) Tj ET", b"/Filter /LZWDecode ")), "LZWDecode"),
-        (_simple_page_objects(_stream(b"x"), b"/Subtype /Type0 /BaseFont /X"), "composite"),
-        (_simple_page_objects(_stream(b"not zlib", b"/Filter /FlateDecode ")), "Flate"),
-    ],
-)
-def test_builtin_reader_refuses_what_it_cannot_read(
-    objects: dict[int, bytes], message: str
-) -> None:
-    with pytest.raises(ProcessingError, match=message) as info:
-        step("convert", _raw_pdf(objects), "x.pdf")
-    assert "pypdf" in str(info.value)
-
-
-@pytest.mark.usefixtures("no_pypdf")
-def test_builtin_reader_refuses_encrypted_and_truncated(docs: dict[str, bytes]) -> None:
-    objects = _simple_page_objects(_stream(b"BT (x) Tj ET"))
-    objects[9] = b"<< /Filter /Standard /V 1 /R 2 >>"
-    with pytest.raises(ProcessingError, match="encrypted"):
-        step("convert", _raw_pdf(objects, extra_trailer=b"/Encrypt 9 0 R "), "x.pdf")
-    data = docs["invoice-0003.pdf"]
-    with pytest.raises(ProcessingError, match="missing object|no document catalog"):
-        step("convert", data[: len(data) // 2], "x.pdf")
 
 
 def test_pypdf_reads_hand_written_pdf() -> None:
@@ -434,6 +388,8 @@ def test_bad_input_fails_the_step(
 ) -> None:
     if not pypdf_installed:
         monkeypatch.setitem(sys.modules, "pypdf", None)
+        if data.startswith(b"%PDF-"):
+            message = "needs the pypdf package"
     for kind in ("convert", "extract", "segment", "custom"):
         settings = {"page_schema": INVOICE_SCHEMA} if kind == "extract" else {}
         with pytest.raises(ProcessingError, match=message):
@@ -457,7 +413,7 @@ def test_page_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     many = b"x\f" * 7001
     with pytest.raises(ProcessingError, match="7002 pages; the limit is 7000"):
         step("convert", many, "many.txt")
-    monkeypatch.setattr(_processors, "MAX_PAGES", 2)
+    monkeypatch.setattr(_common, "MAX_PAGES", 2)
     with pytest.raises(ProcessingError, match="limit is 2 pages"):
         step("convert", make_pdf(["a", "b", "c"]), "three.pdf")
 
@@ -466,7 +422,7 @@ def test_unexpected_exceptions_become_processing_errors(monkeypatch: pytest.Monk
     def boom(job: object) -> dict[str, Any]:
         raise KeyError("surprise")
 
-    monkeypatch.setitem(_processors._HANDLERS, "convert", boom)
+    monkeypatch.setitem(_steps._HANDLERS, "convert", boom)
     with pytest.raises(ProcessingError, match="convert failed on 'a.md': KeyError"):
         step("convert", b"# hi", "a.md")
 
@@ -624,7 +580,7 @@ def test_html_blocks_breaks_and_noise() -> None:
 
 def test_html_list_items_with_paragraphs_and_unclosed_tags() -> None:
     page = "<ul><li><p>wrapped</p></li><li>open<li>again<ul><li>inner</ul></ul><p>after<p>last"
-    blocks = [b for _i, page_blocks in _documents.html_pages(page) for b in page_blocks]
+    blocks = [b for _i, page_blocks in _readers.html_pages(page) for b in page_blocks]
     assert [(b.type, b.text) for b in blocks] == [
         ("ListItem", "wrapped"),
         ("ListItem", "open"),
@@ -640,7 +596,7 @@ def test_markdown_blocks() -> None:
         "Title\n=====\n\nSome *text*\ncontinued\n\n* a\n1. b\n\n```\n# not a heading\n```\n\n"
         "| x | y \\| z |\n|---|---|\n| 1 | 2 |\n\n---\n\n![alt](pic.png)\n"
     )
-    blocks = _documents.text_blocks(text)
+    blocks = _readers.text_blocks(text)
     assert [(b.type, b.text) for b in blocks][:6] == [
         ("SectionHeader", "Title"),
         ("Text", "Some *text*\ncontinued"),
@@ -650,18 +606,18 @@ def test_markdown_blocks() -> None:
         ("Table", "x | y | z\n1 | 2"),
     ]
     assert blocks[5].rows == (("x", "y | z"), ("1", "2"))
-    assert blocks[6] == _documents.Block("Picture", "alt")
+    assert blocks[6] == _readers.Block("Picture", "alt")
 
 
 def test_rendered_markdown_parses_back_to_the_same_blocks(docs: dict[str, bytes]) -> None:
     for name in ("invoice-0008.md", "invoice-0004.docx", "invoice-0005.pptx", "invoice-0007.html"):
         result = step("convert", docs[name], name, output_format="json,markdown,html")
         blocks = [
-            _processors._block_from_json(b) for p in result["json"]["children"] for b in p["blocks"]
+            _common.block_from_json(b) for p in result["json"]["children"] for b in p["blocks"]
         ]
-        assert _documents.text_blocks(result["markdown"]) == blocks, name
+        assert _readers.text_blocks(result["markdown"]) == blocks, name
         reparsed = [
-            b for _i, page in _documents.html_pages(result["html"], page_divs=True) for b in page
+            b for _i, page in _readers.html_pages(result["html"], page_divs=True) for b in page
         ]
         assert reparsed == blocks, name
 
@@ -822,13 +778,13 @@ def test_extract_lists_under_headings() -> None:
     ],
 )
 def test_value_typing(value: str, kind: str, expected: Any) -> None:
-    assert _processors._coerce(value, {"type": kind}) == expected
+    assert _schema.coerce(value, {"type": kind}) == expected
 
 
 def test_enum_typing() -> None:
     schema = {"enum": ["Paid", "Open"]}
-    assert _processors._coerce("paid", schema) == "Paid"
-    assert _processors._coerce("closed", schema) is None
+    assert _schema.coerce("paid", schema) == "Paid"
+    assert _schema.coerce("closed", schema) is None
 
 
 @pytest.mark.parametrize(

@@ -247,6 +247,46 @@ def _pdf_text_string(text: str) -> bytes:
 _PDF_MAX_LINES = 52
 
 
+def _pdf_content(text: str, *, compress: bool) -> bytes:
+    """The content stream object drawing ``text`` (one line per line, 14 pt apart)."""
+    lines = text.split("\n")
+    if len(lines) > _PDF_MAX_LINES:
+        raise ValueError(f"a page holds at most {_PDF_MAX_LINES} lines, got {len(lines)}")
+    ops = [b"BT", b"/F1 11 Tf", b"14 TL", b"72 740 Td"]
+    for i, line in enumerate(lines):
+        if i:
+            ops.append(b"T*")
+        if line.strip():
+            ops.append(_pdf_literal(line.rstrip()) + b" Tj")
+    ops.append(b"ET")
+    stream = b"\n".join(ops) + b"\n"
+    if compress:
+        stream = zlib.compress(stream, 9)
+        head = b"<< /Length %d /Filter /FlateDecode >>" % len(stream)
+    else:
+        head = b"<< /Length %d >>" % len(stream)
+    return head + b"\nstream\n" + stream + b"\nendstream"
+
+
+def _pdf_file(objects: Sequence[bytes], catalog: int, info_id: int) -> bytes:
+    """The PDF file holding ``objects`` (object n is ``objects[n - 1]``), with its xref table."""
+    out = BytesIO()
+    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref_at = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    trailer = b"<< /Size %d /Root %d 0 R" % (len(objects) + 1, catalog)
+    if info_id:
+        trailer += b" /Info %d 0 R" % info_id
+    out.write(b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref_at)
+    return out.getvalue()
+
+
 def make_pdf(pages: list[str], title: str | None = None, *, compress: bool = False) -> bytes:
     """A valid multi-page PDF (US Letter, Helvetica 11 pt), one page per string in ``pages``.
 
@@ -270,23 +310,7 @@ def make_pdf(pages: list[str], title: str | None = None, *, compress: bool = Fal
         info_id = add(b"<< /Title " + _pdf_text_string(title) + b" /Producer (datalab-async) >>")
     kids: list[int] = []
     for text in pages:
-        lines = text.split("\n")
-        if len(lines) > _PDF_MAX_LINES:
-            raise ValueError(f"a page holds at most {_PDF_MAX_LINES} lines, got {len(lines)}")
-        ops = [b"BT", b"/F1 11 Tf", b"14 TL", b"72 740 Td"]
-        for i, line in enumerate(lines):
-            if i:
-                ops.append(b"T*")
-            if line.strip():
-                ops.append(_pdf_literal(line.rstrip()) + b" Tj")
-        ops.append(b"ET")
-        stream = b"\n".join(ops) + b"\n"
-        if compress:
-            stream = zlib.compress(stream, 9)
-            head = b"<< /Length %d /Filter /FlateDecode >>" % len(stream)
-        else:
-            head = b"<< /Length %d >>" % len(stream)
-        content = add(head + b"\nstream\n" + stream + b"\nendstream")
+        content = add(_pdf_content(text, compress=compress))
         kids.append(
             add(
                 b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] "
@@ -297,22 +321,7 @@ def make_pdf(pages: list[str], title: str | None = None, *, compress: bool = Fal
     objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_id
     kid_refs = b" ".join(b"%d 0 R" % k for k in kids)
     objects[pages_id - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kid_refs, len(kids))
-
-    out = BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-    xref_at = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    trailer = b"<< /Size %d /Root %d 0 R" % (len(objects) + 1, catalog)
-    if info_id:
-        trailer += b" /Info %d 0 R" % info_id
-    out.write(b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref_at)
-    return out.getvalue()
+    return _pdf_file(objects, catalog, info_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,6 +454,76 @@ def _w_runs(text: str) -> str:
     return "".join(runs)
 
 
+def _w_table(rows: Sequence[tuple[str, ...]]) -> str:
+    """A ``w:tbl`` of ``rows`` (short rows padded with empty cells)."""
+    width = max(len(row) for row in rows)
+    grid = "".join('<w:gridCol w:w="2200"/>' for _ in range(width))
+    body = "".join(
+        "<w:tr>"
+        + "".join(
+            '<w:tc><w:tcPr><w:tcW w:w="2200" w:type="dxa"/></w:tcPr>'
+            f"<w:p>{_w_runs(row[c] if c < len(row) else '')}</w:p></w:tc>"
+            for c in range(width)
+        )
+        + "</w:tr>"
+        for row in rows
+    )
+    return (
+        '<w:tbl><w:tblPr><w:tblStyle w:val="TableGrid"/><w:tblW w:w="0" w:type="auto"/>'
+        f"</w:tblPr><w:tblGrid>{grid}</w:tblGrid>{body}</w:tbl>"
+    )
+
+
+def _w_paragraph(text: str, level: int | None) -> str:
+    """A ``w:p``: a heading at ``level`` (0 = Title), a list item for ``"- "``, else plain."""
+    props = ""
+    if level is not None:
+        style = "Title" if level == 0 else f"Heading{min(max(level, 1), 3)}"
+        props = f'<w:pPr><w:pStyle w:val="{style}"/></w:pPr>'
+    elif text.startswith("- "):
+        text = text[2:]
+        props = (
+            '<w:pPr><w:pStyle w:val="ListParagraph"/>'
+            '<w:numPr><w:ilvl w:val="0"/><w:numId w:val="1"/></w:numPr></w:pPr>'
+        )
+    return f"<w:p>{props}{_w_runs(text)}</w:p>"
+
+
+_W_SECTION = (
+    '<w:p/><w:sectPr><w:pgSz w:w="12240" w:h="15840"/><w:pgMar w:top="1440" '
+    'w:right="1440" w:bottom="1440" w:left="1440" w:header="720" w:footer="720" '
+    'w:gutter="0"/></w:sectPr>'
+)
+
+
+def _docx_package(document: str, title: str | None) -> bytes:
+    """The DOCX zip around ``document`` (word/document.xml), with styles and numbering."""
+    ct = "application/vnd.openxmlformats-officedocument.wordprocessingml"
+    types = [
+        ("/word/document.xml", f"{ct}.document.main+xml"),
+        ("/word/styles.xml", f"{ct}.styles+xml"),
+        ("/word/numbering.xml", f"{ct}.numbering+xml"),
+        ("/docProps/core.xml", _CT_CORE),
+        ("/docProps/app.xml", _CT_APP),
+    ]
+    document_rels = [
+        (f"{_OFFICE_REL}/styles", "styles.xml"),
+        (f"{_OFFICE_REL}/numbering", "numbering.xml"),
+    ]
+    return _zip(
+        [
+            ("[Content_Types].xml", _content_types(types)),
+            ("_rels/.rels", _package_rels("word/document.xml")),
+            ("word/_rels/document.xml.rels", _rels(document_rels)),
+            ("word/document.xml", document),
+            ("word/styles.xml", _DOCX_STYLES),
+            ("word/numbering.xml", _DOCX_NUMBERING),
+            ("docProps/core.xml", _core_props(title)),
+            ("docProps/app.xml", _APP_PROPS),
+        ]
+    )
+
+
 def make_docx(
     paragraphs: Sequence[str | tuple[str, ...]],
     headings: Mapping[int, int] | Collection[int] = (),
@@ -463,89 +542,24 @@ def make_docx(
     """
     levels = dict(headings) if isinstance(headings, Mapping) else {i: 1 for i in headings}
     body: list[str] = []
-    row_buffer: list[tuple[str, ...]] = []
-
-    def flush_table() -> None:
-        if not row_buffer:
-            return
-        width = max(len(row) for row in row_buffer)
-        grid = "".join('<w:gridCol w:w="2200"/>' for _ in range(width))
-        rows = []
-        for row in row_buffer:
-            cells = "".join(
-                '<w:tc><w:tcPr><w:tcW w:w="2200" w:type="dxa"/></w:tcPr>'
-                f"<w:p>{_w_runs(row[c] if c < len(row) else '')}</w:p></w:tc>"
-                for c in range(width)
-            )
-            rows.append(f"<w:tr>{cells}</w:tr>")
-        body.append(
-            '<w:tbl><w:tblPr><w:tblStyle w:val="TableGrid"/><w:tblW w:w="0" w:type="auto"/>'
-            f"</w:tblPr><w:tblGrid>{grid}</w:tblGrid>{''.join(rows)}</w:tbl>"
-        )
-        row_buffer.clear()
-
+    rows: list[tuple[str, ...]] = []
     for index, item in enumerate(paragraphs):
+        if rows and (index in page_breaks or not isinstance(item, tuple)):
+            body.append(_w_table(rows))
+            rows = []
         if index in page_breaks:
-            flush_table()
             body.append('<w:p><w:r><w:br w:type="page"/></w:r></w:p>')
         if isinstance(item, tuple):
-            row_buffer.append(item)
-            continue
-        flush_table()
-        props = ""
-        text = item
-        if index in levels:
-            level = levels[index]
-            style = "Title" if level == 0 else f"Heading{min(max(level, 1), 3)}"
-            props = f'<w:pPr><w:pStyle w:val="{style}"/></w:pPr>'
-        elif text.startswith("- "):
-            text = text[2:]
-            props = (
-                '<w:pPr><w:pStyle w:val="ListParagraph"/>'
-                '<w:numPr><w:ilvl w:val="0"/><w:numId w:val="1"/></w:numPr></w:pPr>'
-            )
-        body.append(f"<w:p>{props}{_w_runs(text)}</w:p>")
-    flush_table()
-    body.append(
-        '<w:p/><w:sectPr><w:pgSz w:w="12240" w:h="15840"/><w:pgMar w:top="1440" '
-        'w:right="1440" w:bottom="1440" w:left="1440" w:header="720" w:footer="720" '
-        'w:gutter="0"/></w:sectPr>'
-    )
+            rows.append(item)
+        else:
+            body.append(_w_paragraph(item, levels.get(index)))
+    if rows:
+        body.append(_w_table(rows))
+    body.append(_W_SECTION)
     document = (
         f'{_XML_HEAD}<w:document xmlns:w="{_W_NS}"><w:body>{"".join(body)}</w:body></w:document>'
     )
-    ct = "application/vnd.openxmlformats-officedocument.wordprocessingml"
-    return _zip(
-        [
-            (
-                "[Content_Types].xml",
-                _content_types(
-                    [
-                        ("/word/document.xml", f"{ct}.document.main+xml"),
-                        ("/word/styles.xml", f"{ct}.styles+xml"),
-                        ("/word/numbering.xml", f"{ct}.numbering+xml"),
-                        ("/docProps/core.xml", _CT_CORE),
-                        ("/docProps/app.xml", _CT_APP),
-                    ]
-                ),
-            ),
-            ("_rels/.rels", _package_rels("word/document.xml")),
-            (
-                "word/_rels/document.xml.rels",
-                _rels(
-                    [
-                        (f"{_OFFICE_REL}/styles", "styles.xml"),
-                        (f"{_OFFICE_REL}/numbering", "numbering.xml"),
-                    ]
-                ),
-            ),
-            ("word/document.xml", document),
-            ("word/styles.xml", _DOCX_STYLES),
-            ("word/numbering.xml", _DOCX_NUMBERING),
-            ("docProps/core.xml", _core_props(title)),
-            ("docProps/app.xml", _APP_PROPS),
-        ]
-    )
+    return _docx_package(document, title)
 
 
 _PML_NS = f'xmlns:a="{_A_NS}" xmlns:r="{_OFFICE_REL}" xmlns:p="{_P_NS}"'
@@ -676,6 +690,45 @@ _PPTX_THEME = (
 )
 
 
+def _pptx_content_types(count: int) -> str:
+    ct = "application/vnd.openxmlformats-officedocument.presentationml"
+    return _content_types(
+        [
+            ("/ppt/presentation.xml", f"{ct}.presentation.main+xml"),
+            ("/ppt/slideMasters/slideMaster1.xml", f"{ct}.slideMaster+xml"),
+            ("/ppt/slideLayouts/slideLayout1.xml", f"{ct}.slideLayout+xml"),
+            ("/ppt/theme/theme1.xml", "application/vnd.openxmlformats-officedocument.theme+xml"),
+            *[(f"/ppt/slides/slide{i + 1}.xml", f"{ct}.slide+xml") for i in range(count)],
+            ("/docProps/core.xml", _CT_CORE),
+            ("/docProps/app.xml", _CT_APP),
+        ]
+    )
+
+
+def _pptx_presentation(count: int) -> tuple[str, str]:
+    """``ppt/presentation.xml`` listing ``count`` slides, and its relationships."""
+    slide_ids = "".join(f'<p:sldId id="{256 + i}" r:id="rId{3 + i}"/>' for i in range(count))
+    presentation = (
+        f"{_XML_HEAD}<p:presentation {_PML_NS}><p:sldMasterIdLst>"
+        '<p:sldMasterId id="2147483648" r:id="rId1"/></p:sldMasterIdLst>'
+        f"<p:sldIdLst>{slide_ids}</p:sldIdLst>"
+        '<p:sldSz cx="9144000" cy="6858000" type="screen4x3"/>'
+        '<p:notesSz cx="6858000" cy="9144000"/>'
+        "</p:presentation>"
+    )
+    rels = _rels(
+        [
+            (f"{_OFFICE_REL}/slideMaster", "slideMasters/slideMaster1.xml"),
+            (f"{_OFFICE_REL}/theme", "theme/theme1.xml"),
+            *[(f"{_OFFICE_REL}/slide", f"slides/slide{i + 1}.xml") for i in range(count)],
+        ]
+    )
+    return presentation, rels
+
+
+_PPTX_LAYOUT_REL = (f"{_OFFICE_REL}/slideLayout", "../slideLayouts/slideLayout1.xml")
+
+
 def make_pptx(
     slides: Sequence[Sequence[str | tuple[str, ...]]], *, title: str | None = None
 ) -> bytes:
@@ -686,68 +739,23 @@ def make_pptx(
     """
     if not slides:
         raise ValueError("a presentation needs at least one slide")
-    ct = "application/vnd.openxmlformats-officedocument.presentationml"
-    slide_ids = "".join(f'<p:sldId id="{256 + i}" r:id="rId{3 + i}"/>' for i in range(len(slides)))
-    presentation = (
-        f"{_XML_HEAD}<p:presentation {_PML_NS}><p:sldMasterIdLst>"
-        '<p:sldMasterId id="2147483648" r:id="rId1"/></p:sldMasterIdLst>'
-        f"<p:sldIdLst>{slide_ids}</p:sldIdLst>"
-        '<p:sldSz cx="9144000" cy="6858000" type="screen4x3"/>'
-        '<p:notesSz cx="6858000" cy="9144000"/>'
-        "</p:presentation>"
-    )
-    layout_rel = [(f"{_OFFICE_REL}/slideLayout", "../slideLayouts/slideLayout1.xml")]
+    presentation, presentation_rels = _pptx_presentation(len(slides))
+    master_rels = [_PPTX_LAYOUT_REL, (f"{_OFFICE_REL}/theme", "../theme/theme1.xml")]
+    layout_rels = [(f"{_OFFICE_REL}/slideMaster", "../slideMasters/slideMaster1.xml")]
     parts: list[tuple[str, str]] = [
-        (
-            "[Content_Types].xml",
-            _content_types(
-                [
-                    ("/ppt/presentation.xml", f"{ct}.presentation.main+xml"),
-                    ("/ppt/slideMasters/slideMaster1.xml", f"{ct}.slideMaster+xml"),
-                    ("/ppt/slideLayouts/slideLayout1.xml", f"{ct}.slideLayout+xml"),
-                    (
-                        "/ppt/theme/theme1.xml",
-                        "application/vnd.openxmlformats-officedocument.theme+xml",
-                    ),
-                    *[
-                        (f"/ppt/slides/slide{i + 1}.xml", f"{ct}.slide+xml")
-                        for i in range(len(slides))
-                    ],
-                    ("/docProps/core.xml", _CT_CORE),
-                    ("/docProps/app.xml", _CT_APP),
-                ]
-            ),
-        ),
+        ("[Content_Types].xml", _pptx_content_types(len(slides))),
         ("_rels/.rels", _package_rels("ppt/presentation.xml")),
         ("ppt/presentation.xml", presentation),
-        (
-            "ppt/_rels/presentation.xml.rels",
-            _rels(
-                [
-                    (f"{_OFFICE_REL}/slideMaster", "slideMasters/slideMaster1.xml"),
-                    (f"{_OFFICE_REL}/theme", "theme/theme1.xml"),
-                    *[
-                        (f"{_OFFICE_REL}/slide", f"slides/slide{i + 1}.xml")
-                        for i in range(len(slides))
-                    ],
-                ]
-            ),
-        ),
+        ("ppt/_rels/presentation.xml.rels", presentation_rels),
         ("ppt/slideMasters/slideMaster1.xml", _PPTX_MASTER),
-        (
-            "ppt/slideMasters/_rels/slideMaster1.xml.rels",
-            _rels([layout_rel[0], (f"{_OFFICE_REL}/theme", "../theme/theme1.xml")]),
-        ),
+        ("ppt/slideMasters/_rels/slideMaster1.xml.rels", _rels(master_rels)),
         ("ppt/slideLayouts/slideLayout1.xml", _PPTX_LAYOUT),
-        (
-            "ppt/slideLayouts/_rels/slideLayout1.xml.rels",
-            _rels([(f"{_OFFICE_REL}/slideMaster", "../slideMasters/slideMaster1.xml")]),
-        ),
+        ("ppt/slideLayouts/_rels/slideLayout1.xml.rels", _rels(layout_rels)),
         ("ppt/theme/theme1.xml", _PPTX_THEME),
     ]
     for i, slide in enumerate(slides, start=1):
         parts.append((f"ppt/slides/slide{i}.xml", _slide_xml(slide)))
-        parts.append((f"ppt/slides/_rels/slide{i}.xml.rels", _rels(layout_rel)))
+        parts.append((f"ppt/slides/_rels/slide{i}.xml.rels", _rels([_PPTX_LAYOUT_REL])))
     parts.append(("docProps/core.xml", _core_props(title)))
     parts.append(("docProps/app.xml", _APP_PROPS))
     return _zip(parts)
