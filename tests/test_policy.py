@@ -260,3 +260,19 @@ async def test_single_execution_is_polled_on_its_own(scripted: ScriptedServer) -
         await client.wait_for_execution("pex_a")
     assert scripted.count("GET", "/api/v1/pipelines/executions/pex_a") == 1
 
+
+
+async def test_rate_limit_pauses_do_not_use_up_the_retries(scripted: ScriptedServer) -> None:
+    told = json_response({"detail": "slow down"}, 429, **{"retry-after-ms": "10"})
+    busy = json_response({"detail": "busy"}, 503)
+    scripted.route(
+        "GET",
+        "/api/v1/pipelines/executions/pex_a",
+        sequence(told, told, told, told, busy, json_response(EXECUTION)),
+    )
+    await scripted.start()
+    retry = RetryPolicy(max_retries=1, backoff_base=0.01, retry_after_spread=0.0)
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=retry) as client:
+        execution = await client.get_pipeline_execution("pex_a")
+    assert execution.execution_id == "pex_a"
+    assert scripted.count("GET", "/api/v1/pipelines/executions/pex_a") == 6

@@ -21,7 +21,7 @@ import anyio
 from .._config import RetryPolicy
 from .._errors import APIConnectionError, APIStatusError, RateLimitError
 from .._protocol.errors import redact_error
-from .._protocol.http import Request, Response, RetryMode, retry_delay
+from .._protocol.http import Request, Response, RetryMode, parse_retry_after, retry_delay
 from .._transport import Attempt, HTTPTransport, loggable_url
 from .ratelimit import RateLimiter
 
@@ -135,6 +135,7 @@ class RequestPolicy:
         while True:
             if governed:
                 await limiter.acquire()
+            counted = True
             failure: APIStatusError | APIConnectionError
             try:
                 attempt = await self.transport.send(
@@ -168,7 +169,10 @@ class RequestPolicy:
                 )
                 if delay is None:
                     raise failure
-                if attempt.status == 429:
+                if attempt.status == 429 and parse_retry_after(attempt.headers) is not None:
+                    # The server scheduling us, not a fault: bounded by rate_limit_patience,
+                    # not counted against max_retries (a later 503 still gets its retries).
+                    counted = False
                     rate_limited_wait += delay
             logger.debug(
                 "retrying %s %s in %.2f s after %s (retry %d of %d)",
@@ -180,7 +184,7 @@ class RequestPolicy:
                 self.retry.max_retries,
             )
             await anyio.sleep(delay)
-            retries += 1
+            retries += counted
 
     @staticmethod
     def replayable(request: Request) -> bool:

@@ -189,8 +189,8 @@ def retry_delay(
         if retry_after is not None:
             wait = min(retry_after, policy.max_retry_after)
             wait += random.uniform(0, wait * policy.retry_after_spread)
-            if rate_limited_wait + wait <= policy.rate_limit_patience:
-                return wait
+            # Patience is the whole budget for answers that say when to come back.
+            return wait if rate_limited_wait + wait <= policy.rate_limit_patience else None
     if attempt >= policy.max_retries:
         return None
     if connection_error:
