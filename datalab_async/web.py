@@ -6,8 +6,9 @@ The pieces an async web app needs, each avoiding a trap:
   on shutdown; handlers get it with :func:`client_of` (never a client per request).
 - :func:`multipart_file`: a browser's upload as an async iterable of chunks, for
   ``run_pipeline(file=...)``: streamed through as it arrives, never buffered whole.
-- :func:`execution_sse_frames` + :func:`send_sse`: an execution's watch relayed as Server-Sent
-  Events; when the browser goes away the watch stops (no task, connection or poll left behind).
+- :func:`execution_sse_frames` (also ``datalab_async.execution_sse_frames``, usable with any
+  framework) + :func:`send_sse`: an execution's watch relayed as Server-Sent Events; when the
+  browser goes away the watch stops (no task, connection or poll left behind).
 - :func:`app_webhook_handler`: the webhook receiver (``datalab_async.webhooks``) for the app's
   client, waking the watches it concerns.
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -48,12 +48,8 @@ import attrs
 from aiohttp import BodyPartReader, web
 
 from ._client import AsyncDatalabClient
-from ._config import PollPolicy
-from ._errors import DatalabError
-from ._models import ExecutionStatus, PipelineExecution
-from ._models.events import ExecutionStatusChanged
-from ._protocol import execution_frames as frames_proto
 from ._protocol.sse import encode_comment
+from ._sse_relay import aclose_shielded, execution_sse_frames
 from .webhooks import ExecutionNotifier, WebhookHandler, webhook_handler
 
 __all__ = [
@@ -77,9 +73,6 @@ SSE_HEADERS: Mapping[str, str] = {
     "X-Accel-Buffering": "no",  # nginx: pass each frame through at once
 }
 
-T = TypeVar("T")
-
-_RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 _MAX_FIELD = 64 * 1024
 
 
@@ -209,42 +202,6 @@ async def multipart_file(
 # -- Server-Sent Events ----------------------------------------------------------------------
 
 
-async def execution_sse_frames(
-    client: AsyncDatalabClient,
-    execution_id: str,
-    *,
-    fetch_results: bool = True,
-    timeout: float | None = None,  # noqa: ASYNC109 - ends the stream with an error frame
-    poll: PollPolicy | None = None,
-) -> AsyncIterator[bytes]:
-    """An execution's ``watch_execution`` as SSE frames, ending with an ``end`` frame.
-
-    Frames (see ``datalab_async._protocol.execution_frames``): ``execution`` and ``step`` per
-    status change, then ``results`` (the completed steps' results, with ``fetch_results``),
-    then ``end``. A library error (unknown execution, timeout, ...) becomes an ``error`` frame
-    before ``end``. Closing the generator stops the watch at once (no request left running).
-    """
-    last: PipelineExecution | None = None
-    failure: DatalabError | None = None
-    try:
-        async with _closing(
-            client.watch_execution(execution_id, timeout=timeout, poll=poll)
-        ) as events:
-            async for event in events:
-                if isinstance(event, ExecutionStatusChanged):
-                    last = event.execution
-                yield frames_proto.execution_event_frame(event)
-        if fetch_results and last is not None and last.status in _RESULT_STATUSES:
-            results = await client.fetch_step_results(last)
-            yield frames_proto.results_frame(execution_id, str(last.status), results)
-    except DatalabError as err:
-        failure = err
-    if failure is not None:
-        yield frames_proto.error_frame(execution_id, failure)
-    status = str(last.status) if last is not None and last.is_terminal else None
-    yield frames_proto.end_frame(execution_id, status)
-
-
 async def send_sse(
     request: web.Request,
     frames: AsyncIterable[bytes],
@@ -279,27 +236,11 @@ async def send_sse(
                 await relay.write(frame)
             tg.cancel_scope.cancel()
     finally:
-        await _aclose(frames)
+        await aclose_shielded(frames)
     if not relay.gone:
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
     return response
-
-
-async def _aclose(iterable: object) -> None:
-    """Close an async generator (or anything with ``aclose``), shielded from cancellation."""
-    aclose = getattr(iterable, "aclose", None)
-    if aclose is not None:
-        with anyio.CancelScope(shield=True):
-            await aclose()
-
-
-@contextlib.asynccontextmanager
-async def _closing(iterable: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    try:
-        yield iterable
-    finally:
-        await _aclose(iterable)
 
 
 class _Relay:
