@@ -226,17 +226,24 @@ async def send_sse(
     response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
     await response.prepare(request)
     relay = _Relay(response)
+    failure: Exception | None = None
     try:
         async with anyio.create_task_group() as tg:
             relay.scope = tg.cancel_scope
             tg.start_soon(_watch_disconnect, request, relay, check_interval)
             if keepalive is not None:
                 tg.start_soon(_keepalive, relay, keepalive)
-            async for frame in frames:
-                await relay.write(frame)
+            try:
+                async for frame in frames:
+                    await relay.write(frame)
+            except Exception as err:
+                # Re-raised below as itself, not wrapped in the task group's ExceptionGroup.
+                failure = err
             tg.cancel_scope.cancel()
     finally:
         await aclose_shielded(frames)
+    if failure is not None:
+        raise failure
     if not relay.gone:
         with contextlib.suppress(ConnectionError):
             await response.write_eof()

@@ -3,6 +3,7 @@ server against the local Datalab server: SSE frames, streamed uploads, disconnec
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -302,10 +303,24 @@ async def test_helpers_share_one_client_and_stream_fields(datalab_local: LocalDa
 
         return await send_sse(request, frames(), keepalive=0.05)
 
+    failures: list[BaseException] = []
+
+    async def failing_handler(request: web.Request) -> web.StreamResponse:
+        async def frames() -> AsyncIterator[bytes]:
+            yield encode_sse("a")
+            raise KeyError("boom")
+
+        try:
+            return await send_sse(request, frames())
+        except Exception as err:  # raised as itself, not as an ExceptionGroup
+            failures.append(err)
+            raise
+
     app = web.Application()
     app.cleanup_ctx.append(client_context(factory))
     app.router.add_post("/", handler)
     app.router.add_get("/sse", frames_handler)
+    app.router.add_get("/failing", failing_handler)
     runner = web.AppRunner(app)
     await runner.setup()
     try:
@@ -321,6 +336,10 @@ async def test_helpers_share_one_client_and_stream_fields(datalab_local: LocalDa
                 assert body == {"fields": {"page_range": "0-1"}, "size": 200_000, "same": True}
             async with session.get(f"http://{host}:{port}/sse") as response:
                 raw = await response.read()
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://{host}:{port}/failing") as response:
+                    await response.read()
+        assert [type(f) for f in failures] == [KeyError]
         assert decode(raw) == [ServerSentEvent(data="a"), ServerSentEvent(data="b")]
         assert b": \n" in raw  # keep-alive comments while idle
         assert len(made) == 1 and not made[0].closed
