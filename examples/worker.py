@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -45,10 +46,9 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from datalab_async import AsyncDatalabClient, DatalabError, FolderEvent
-from datalab_async._folder_manifest import MANIFEST_NAME, read_manifest, sanitize_component
 
 log = logging.getLogger("worker")
-JOB_FILE = "job.json"
+JOB_FILE = "job.json"  # present while a job is unfinished
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload")
 
 
@@ -69,8 +69,8 @@ class Job:
     def create(cls, out: Path, pipeline_id: str, path: Path, inbox: Path | None = None) -> Job:
         path = path.resolve()
         digest = hashlib.sha256(str(path).encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        name = sanitize_component(f"{path.name}-{digest}")
-        return cls(pipeline_id, path, out / sanitize_component(pipeline_id) / name, inbox)
+        folder = out / safe_name(pipeline_id) / f"{safe_name(path.name)}-{digest}"
+        return cls(pipeline_id, path, folder, inbox)
 
     @property
     def key(self) -> str:
@@ -92,7 +92,13 @@ class Job:
             self.stop_when_accepted = True
 
 
+def safe_name(text: str) -> str:
+    """A file name from arbitrary text (a pipeline id, a document's name)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".")[:120] or "_"
+
+
 def record_job(job: Job) -> None:
+    """Note the job as taken (removed by ``finish_job``): a restart picks it up again."""
     job.folder.mkdir(parents=True, exist_ok=True)
     data = {"pipeline_id": job.pipeline_id, "path": str(job.path)}
     if job.inbox is not None:
@@ -100,20 +106,22 @@ def record_job(job: Job) -> None:
     (job.folder / JOB_FILE).write_text(json.dumps(data) + "\n", encoding="utf-8")
 
 
+def finish_job(job: Job) -> None:
+    (job.folder / JOB_FILE).unlink(missing_ok=True)
+
+
 def unfinished_jobs(out: Path) -> list[Job]:
-    """Jobs an earlier run took but did not finish (their manifest has no final outcome)."""
+    """Jobs an earlier run took but did not finish. Running them again is safe: the job's
+    manifest says whether to wait on a recorded execution, skip, or submit."""
     jobs = []
     for job_file in sorted(out.glob(f"*/*/{JOB_FILE}")):
         try:
             data = json.loads(job_file.read_text(encoding="utf-8"))
             path = Path(data["path"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        states = read_manifest(job_file.parent / MANIFEST_NAME)
-        state = states.get(path.name)
-        if state is None or state.status == "submitted":
             inbox = Path(data["inbox"]) if data.get("inbox") else None
             jobs.append(Job(str(data["pipeline_id"]), path, job_file.parent, inbox))
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("ignored an unreadable job file: %s", job_file)
     return jobs
 
 
@@ -272,7 +280,8 @@ class Worker:
         await self.move(job, ".done")
 
     async def move(self, job: Job, where: str) -> None:
-        """Inbox mode: take the finished document out of the inbox."""
+        """The job is over: forget it, and in inbox mode move the document out of the inbox."""
+        await anyio.to_thread.run_sync(finish_job, job)
         if job.inbox is None:
             return
         target = job.inbox / where / job.pipeline_id / job.path.name
