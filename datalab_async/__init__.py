@@ -64,6 +64,8 @@ from ._models import (
     WorkflowStepType,
 )
 from ._models.events import ExecutionEvent, ExecutionStatusChanged, StepStatusChanged
+from ._protocol.sse import encode_sse
+from ._sse_relay import execution_sse_frames
 from ._version import __version__
 
 __all__ = [
@@ -133,4 +135,6 @@ __all__ = [
     "WorkflowStepStatus",
     "WorkflowStepType",
     "__version__",
+    "encode_sse",
+    "execution_sse_frames",
 ]

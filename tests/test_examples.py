@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py"))
+# Long-running services, exercised by their own tests (test_web.py, test_worker.py).
+SERVICES = {"web_app", "worker"}
+SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if p.stem not in SERVICES)
 
 
 def test_there_are_examples() -> None:

@@ -14,6 +14,10 @@ sequence split across two chunks.
         for event in decoder.feed(chunk):
             ...
     decoder.close()  # end of stream: an unterminated event is dropped, as the spec says
+
+The other direction, for servers that relay events to a browser: ``encode_sse`` builds one
+frame and ``encode_comment`` a keep-alive comment; both are pure and round-trip through
+``SSEDecoder``.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from typing import Any
 
 import attrs
 
-__all__ = ["SSEDecoder", "ServerSentEvent"]
+__all__ = ["SSEDecoder", "ServerSentEvent", "encode_comment", "encode_sse"]
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _DIGITS = re.compile(r"[0-9]+")
+_FIELD_UNSAFE = re.compile(r"[\r\n\x00]")
 
 
 @attrs.frozen
@@ -167,3 +172,38 @@ class SSEDecoder:
         self._has_data = False
         self._event_type = ""
         self._block_retry = None
+
+
+def encode_sse(
+    data: str,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+) -> bytes:
+    """One ``text/event-stream`` frame (UTF-8, LF line ends, ending in a blank line).
+
+    ``data`` may span lines: each line becomes its own ``data:`` line, which a receiver joins
+    back with ``\\n`` (CR and CRLF line ends in ``data`` arrive as ``\\n``). ``event`` and ``id``
+    must be single-line (``id`` also without NUL); ``retry`` is the reconnection delay in ms.
+    """
+    lines: list[str] = []
+    if event is not None:
+        if _FIELD_UNSAFE.search(event):
+            raise ValueError("an SSE event type cannot contain CR, LF or NUL")
+        lines.append(f"event: {event}")
+    if id is not None:
+        if _FIELD_UNSAFE.search(id):
+            raise ValueError("an SSE id cannot contain CR, LF or NUL")
+        lines.append(f"id: {id}")
+    if retry is not None:
+        if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+            raise ValueError("retry must be a non-negative number of milliseconds")
+        lines.append(f"retry: {retry}")
+    lines.extend(f"data: {line}" for line in _LINE_END.split(data))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def encode_comment(text: str = "") -> bytes:
+    """A comment frame (``: text``), ignored by receivers: a keep-alive for idle streams."""
+    return "".join(f": {line}\n" for line in _LINE_END.split(text)).encode("utf-8") + b"\n"
