@@ -27,13 +27,16 @@ def public_modules() -> list[str]:
 
 
 def own_public_names(module: ModuleType) -> set[str]:
-    """Public names bound in ``module`` to objects of this package (imports from the standard
-    library or other packages, e.g. ``Any``, are not the module's own)."""
+    """Public names bound in ``module`` to objects of this package: for a package, everything
+    it binds (its names are its surface); for a plain module, what it defines (names it only
+    imports to use, e.g. for type hints, belong to the modules that define them)."""
+    is_package = hasattr(module, "__path__")
     names = set()
     for name, value in vars(module).items():
         if name.startswith("_") or inspect.ismodule(value):
             continue
-        if str(getattr(value, "__module__", "")).startswith("datalab_async"):
+        home = str(getattr(value, "__module__", ""))
+        if home == module.__name__ or (is_package and home.startswith("datalab_async")):
             names.add(name)
     return names
 
