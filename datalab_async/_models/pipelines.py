@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ._base import OpenEnum
+from ._base import Model, OpenEnum
 
 __all__ = [
     "ExecutionList",
@@ -63,7 +63,7 @@ class StepStatus(OpenEnum):
 
 
 @attrs.frozen
-class StepConfig:
+class StepConfig(Model):
     """One step of a pipeline definition (``type``: convert, extract, segment, custom, …)."""
 
     type: str
@@ -81,11 +81,14 @@ class StepConfig:
 
 
 @attrs.frozen
-class Pipeline:
-    """A pipeline definition. ``pipeline_id`` is the ``pl_…`` id; ``active_version`` 0 = none."""
+class Pipeline(Model):
+    """A pipeline definition. ``pipeline_id`` is the ``pl_…`` id; ``active_version`` 0 = none.
+
+    ``steps`` is kept as the server sent it: the API reference types it as an array of any JSON.
+    """
 
     pipeline_id: str
-    steps: list[dict[str, Any]] = attrs.field(factory=list)
+    steps: list[Any] = attrs.field(factory=list)
     name: str | None = None
     is_saved: bool = False
     archived: bool = False
@@ -98,40 +101,42 @@ class Pipeline:
     def step_configs(self) -> list[StepConfig]:
         from ._base import converter
 
-        return [converter.structure(step, StepConfig) for step in self.steps]
+        return [
+            converter.structure(step, StepConfig) for step in self.steps if isinstance(step, dict)
+        ]
 
 
 @attrs.frozen
-class PipelineList:
+class PipelineList(Model):
     pipelines: list[Pipeline]
     total: int = 0
 
 
 @attrs.frozen
-class PipelineVersion:
+class PipelineVersion(Model):
     """A published, immutable version of a pipeline."""
 
     version: int
-    steps: list[dict[str, Any]] = attrs.field(factory=list)
+    steps: list[Any] = attrs.field(factory=list)
     description: str | None = None
     id: int | str | None = None
     created: datetime | None = None
 
 
 @attrs.frozen
-class PipelineVersionList:
+class PipelineVersionList(Model):
     versions: list[PipelineVersion]
     total: int = 0
 
 
 @attrs.frozen
-class PipelineRate:
+class PipelineRate(Model):
     rate_per_1000_pages_cents: float | None = None
     rate_breakdown: dict[str, Any] | None = None
 
 
 @attrs.frozen
-class PipelineStep:
+class PipelineStep(Model):
     """The state of one step within an execution."""
 
     step_index: int
@@ -151,7 +156,7 @@ class PipelineStep:
 
 
 @attrs.frozen
-class PipelineExecution:
+class PipelineExecution(Model):
     """One run of a pipeline on one document."""
 
     execution_id: str
@@ -183,6 +188,6 @@ class PipelineExecution:
 
 
 @attrs.frozen
-class ExecutionList:
+class ExecutionList(Model):
     executions: list[PipelineExecution]
     total: int = 0
