@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import _errors as e
-from .._protocol.errors import decode_error_body, error_class_for
+from .._protocol.errors import QUOTA_CODES, classify_status, read_dify_error
 from .._protocol.http import FilePart, Multipart, Request, RetryMode
 from .._protocol.validation import check_file, content_type_for, validate_id
 from ._models import DATASOURCE_TYPES, RESPONSE_MODES, PipelineRunResult, PublishedRun, structure
@@ -47,8 +47,6 @@ __all__ = [
 ]
 
 DEFAULT_DIFY_BASE_URL = "https://api.dify.ai/v1"
-QUOTA_CODES = frozenset({"rate_limit_error"})
-_MAX_MESSAGE = 2000
 
 
 def auth_headers(api_key: str) -> dict[str, str]:
@@ -202,13 +200,6 @@ def parse_run_response(body: Any) -> PipelineRunResult | PublishedRun:
     return structure(body, PipelineRunResult)
 
 
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def classify_dify_error(
     status: int,
     headers: Mapping[str, str],
@@ -218,58 +209,12 @@ def classify_dify_error(
     url: str | None = None,
     secrets: Iterable[str] = (),
 ) -> e.APIStatusError:
-    """The typed exception for a Dify error response.
+    """The typed exception for a Dify error response (the shared classifier, Dify's body shape).
 
-    The server's ``message`` becomes ``str(exc)`` (with any of ``secrets`` masked), ``code`` is kept
-    on ``exc.code``. ``rate_limit_error`` is a quota: ``QuotaExceededError``, never retried.
+    The server's ``message`` becomes ``str(exc)`` (its ``code`` when the message is empty, and
+    ``params`` when a 400 names them), with any of ``secrets`` masked; ``code`` is kept on
+    ``exc.code``. ``rate_limit_error`` is a quota: ``QuotaExceededError``, never retried.
     """
-    secrets = tuple(secrets)
-    body = decode_error_body(raw_body)
-    code: str | None = None
-    message: str | None = None
-    if isinstance(body, Mapping):
-        raw_code = body.get("code")
-        code = raw_code if isinstance(raw_code, str) and raw_code else None
-        raw_message = body.get("message", body.get("detail", body.get("error")))
-        if isinstance(raw_message, str) and raw_message.strip():
-            message = raw_message.strip()
-        elif raw_message is not None:
-            message = json.dumps(raw_message, default=str)
-    elif isinstance(body, str) and body.strip():
-        message = body.strip()
-    if message is None:
-        message = code or f"{status} error with no message"
-    elif code and code not in message:
-        message = f"{message} [{code}]"
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "…"
-    message = _redact(message, secrets)
-    if isinstance(body, str):
-        body = _redact(body, secrets)
-
-    cls: type[e.APIStatusError]
-    retryable: bool | None = None
-    if code in QUOTA_CODES:
-        cls = e.QuotaExceededError
-        retryable = False
-    elif code == "too_many_requests":
-        cls = e.RateLimitError
-    else:
-        cls = error_class_for(status)
-    request_id = None
-    for key, value in headers.items():
-        if key.lower() in ("x-request-id", "request-id", "x-trace-id"):
-            request_id = value
-            break
-    return cls(
-        message,
-        status_code=status,
-        detail=message,
-        body=body,
-        headers={k: v for k, v in headers.items() if k.lower() != "authorization"},
-        method=method,
-        url=url,
-        request_id=request_id,
-        code=code,
-        retryable=retryable,
+    return classify_status(
+        status, headers, raw_body, method=method, url=url, read=read_dify_error, secrets=secrets
     )
