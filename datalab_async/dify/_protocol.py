@@ -37,12 +37,14 @@ __all__ = [
     "QUOTA_CODES",
     "auth_headers",
     "classify_dify_error",
+    "datasource_node_run_request",
     "datasource_plugins_request",
     "indexing_status_request",
     "is_event_stream",
     "parse_run_response",
     "run_pipeline_request",
     "upload_file_request",
+    "validate_datasource_run_arguments",
     "validate_run_arguments",
 ]
 
@@ -169,6 +171,67 @@ def run_pipeline_request(dataset_id: str, body: Mapping[str, Any]) -> Request:
         method="POST",
         path=f"/datasets/{_segment(dataset_id, 'dataset_id')}/pipeline/run",
         operation="run_pipeline",
+        json=dict(body),
+        retry=RetryMode.CREATE,
+    )
+
+
+def validate_datasource_run_arguments(
+    *,
+    inputs: Mapping[str, Any] | None,
+    datasource_type: str,
+    credential_id: str | None,
+    is_published: bool,
+) -> dict[str, Any]:
+    """Check a datasource node run's arguments and return its JSON body.
+
+    ``local_file`` nodes have nothing to browse (upload files instead): Dify refuses them.
+    """
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        raise e.InvalidInputError("inputs must be a mapping ({} if none)", field="inputs")
+    browsable = tuple(t for t in DATASOURCE_TYPES if t != "local_file")
+    if datasource_type not in browsable:
+        raise e.InvalidInputError(
+            f"datasource_type {datasource_type!r} is invalid for a datasource node run: use "
+            + ", ".join(browsable),
+            field="datasource_type",
+        )
+    if not isinstance(is_published, bool):
+        raise e.InvalidInputError("is_published must be a bool", field="is_published")
+    if credential_id is not None and (not isinstance(credential_id, str) or not credential_id):
+        raise e.InvalidInputError(
+            "credential_id must be a non-empty string or None", field="credential_id"
+        )
+    body: dict[str, Any] = {
+        "inputs": dict(inputs),
+        "datasource_type": datasource_type,
+        "is_published": is_published,
+    }
+    if credential_id is not None:
+        body["credential_id"] = credential_id
+    try:
+        json.dumps(body)
+    except (TypeError, ValueError) as err:
+        raise e.InvalidInputError(
+            f"inputs are not JSON-serialisable: {err}", field="inputs"
+        ) from err
+    return body
+
+
+def datasource_node_run_request(dataset_id: str, node_id: str, body: Mapping[str, Any]) -> Request:
+    """``POST /datasets/{dataset_id}/pipeline/datasource/nodes/{node_id}/run`` (an event stream).
+
+    Retried only where the server cannot have acted (a crawl may cost credits).
+    """
+    return Request(
+        method="POST",
+        path=(
+            f"/datasets/{_segment(dataset_id, 'dataset_id')}/pipeline/datasource/nodes/"
+            f"{_segment(node_id, 'node_id')}/run"
+        ),
+        operation="run_datasource_node",
         json=dict(body),
         retry=RetryMode.CREATE,
     )

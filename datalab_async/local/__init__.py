@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Knobs", "LocalDatalab", "serve_main"]
+__all__ = ["Knobs", "LocalDatalab", "LocalDify", "serve_main"]
 
 if TYPE_CHECKING:
     from .__main__ import serve_main
     from ._faults import Knobs
     from ._server import LocalDatalab
+    from .dify import LocalDify
 
 _LAZY = {
     "Knobs": "._faults",
     "LocalDatalab": "._server",
+    "LocalDify": ".dify",
     "serve_main": ".__main__",
 }
 
