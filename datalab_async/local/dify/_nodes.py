@@ -197,7 +197,11 @@ def _form(run: DraftRun, base: Mapping[str, Any]) -> dict[str, Any]:
 async def human_input_node(run: DraftRun, emit: Emit, *, mode: str) -> Outcome | dict[str, Any]:
     """A human-input node: its form is answered (``human_input_filled``), expires
     (``human_input_timeout``) or pauses the run (``pause``: returns the paused workflow data)."""
-    base = run._node_base("human-input-node", "human-input", "Review", {})
+    late = mode == "human_input_timeout"
+    node_id, title = (
+        ("human-input-2-node", "Late review") if late else ("human-input-node", "Review")
+    )
+    base = run._node_base(node_id, "human-input", title, {})
     started = time.monotonic()
     await emit(run.envelope("node_started", {**base, "extras": {}, "agent_strategy": None}))
     await asyncio.sleep(run.server.node_latency)
