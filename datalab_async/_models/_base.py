@@ -57,7 +57,6 @@ class OpenEnum(str, enum.Enum):
 
 
 _FRACTION = re.compile(r"(\.\d+)")
-_NUMBER = re.compile(r"\s*\d+(\.\d+)?\s*")
 
 
 @attrs.frozen
@@ -78,9 +77,9 @@ def parse_datetime(value: Any) -> datetime:
         result = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
         result = datetime.fromtimestamp(value, tz=timezone.utc)
-    elif isinstance(value, str) and _NUMBER.fullmatch(value):
-        result = datetime.fromtimestamp(float(value), tz=timezone.utc)  # Unix seconds as text
     elif isinstance(value, str):
+        if value[:1].isdigit() and value.replace(".", "", 1).strip().isdigit():
+            return datetime.fromtimestamp(float(value), tz=timezone.utc)  # Unix seconds as text
         try:
             result = datetime.fromisoformat(value)  # the common case on Python 3.11+
         except ValueError:
@@ -123,17 +122,18 @@ def structure_with_extra(
     known = frozenset(a.name for a in attrs.fields(cls) if a.name != "extra")  # type: ignore[arg-type]
 
     def structure_model(data: Any, target: Any) -> T:
-        if isinstance(data, Mapping) and "extra" in data:
-            # A server field named "extra" is an unknown field like any other.
-            fields = {k: v for k, v in data.items() if k != "extra"}
-        else:
-            fields = data
+        if type(data) is not dict:  # the common case first: isinstance(Mapping) is slow
+            if not isinstance(data, Mapping):
+                return base(data, target)  # let the generated function report the type error
+            data = dict(data)
+        unknown_keys = data.keys() - known
+        if not unknown_keys:
+            return base(data, target)
+        # A server field named "extra" is an unknown field like any other.
+        fields = {k: v for k, v in data.items() if k != "extra"} if "extra" in data else data
         obj: T = base(fields, target)
-        if isinstance(data, Mapping):
-            unknown = {k: v for k, v in data.items() if k not in known}
-            if unknown:
-                # Frozen instance: set the one attribute the generated __init__ cannot fill.
-                object.__setattr__(obj, "extra", unknown)
+        # Frozen instance: set the one attribute the generated __init__ cannot fill.
+        object.__setattr__(obj, "extra", {k: data[k] for k in unknown_keys})
         return obj
 
     return structure_model
