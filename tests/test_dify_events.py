@@ -20,7 +20,12 @@ import pytest
 from aioresponses import aioresponses
 
 from datalab_async import AsyncDatalabClient
-from datalab_async._errors import BadRequestError, InvalidInputError, RequestTooLargeError
+from datalab_async._errors import (
+    BadRequestError,
+    InvalidInputError,
+    RequestTooLargeError,
+    ResponseValidationError,
+)
 from datalab_async._models import Pipeline, PipelineExecution, structure
 from datalab_async._protocol.sse import SSEDecoder
 from datalab_async.dify import (
@@ -523,6 +528,18 @@ async def test_datasource_error_and_local_checks(
     with pytest.raises(BadRequestError, match="not website_crawl"):
         async with client.run_datasource_node(dataset_id, node_id, datasource_type="website_crawl"):
             pass
+
+
+async def test_datasource_run_answering_json_is_refused_and_released() -> None:
+    async with AsyncDifyKnowledgeClient("dataset-key", "https://dify.test/v1") as client:
+        with aioresponses() as m:
+            url = "https://dify.test/v1/datasets/ds/pipeline/datasource/nodes/n1/run"
+            m.post(url, payload={"result": "not a stream"})
+            stream = client.run_datasource_node("ds", "n1", datasource_type="online_drive")
+            with pytest.raises(ResponseValidationError, match="not an event stream"):
+                async with stream:
+                    pass
+        assert stream._response is None and stream._stack is None
 
 
 async def test_watch_indexing_ends_when_documents_are_paused(

@@ -3,6 +3,7 @@
 ``LocalDatalab`` speaks the Datalab pipeline, workflow, Files, collection and eval batch-run
 API (see PROTOCOL A1-A5) over real HTTP on 127.0.0.1, with knobs for latency, rate limits and
 injected faults. Run it standalone with ``python -m datalab_async.local --port 8000``.
+``LocalDify`` (``datalab_async.local.dify``) does the same for Dify's knowledge-pipeline API.
 """
 
 from __future__ import annotations
