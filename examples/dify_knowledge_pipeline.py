@@ -4,6 +4,10 @@ Offline by default: a ``LocalDify`` server is started in-process, so this runs a
 
     python examples/dify_knowledge_pipeline.py [FILE ...]
 
+Offline, the draft run asks ``LocalDify`` for every event type Dify streams (iteration and loop
+nodes, a retry, an agent log, reasoning and text chunks, human input, TTS audio), a second draft
+run pauses for human input, and a datasource node run lists online documents.
+
 Against a real Dify (a dataset API key, and the id of a knowledge base with a pipeline)::
 
     DIFY_API_KEY=dataset-... DIFY_BASE_URL=https://api.dify.ai/v1 \\
@@ -20,16 +24,35 @@ from pathlib import Path
 
 from datalab_async._errors import DatalabError
 from datalab_async.dify import (
+    AgentLog,
     AsyncDifyKnowledgeClient,
+    DatasourceCompleted,
+    DatasourceError,
+    DatasourceProcessing,
+    DifyEvent,
     ErrorEvent,
+    HumanInputFormFilled,
+    HumanInputFormTimeout,
+    HumanInputRequired,
+    IterationNext,
+    IterationStarted,
+    LoopNext,
+    LoopStarted,
     NodeFinished,
+    NodeRetry,
     NodeStarted,
+    PausedRun,
     PublishedRun,
+    ReasoningChunk,
+    TextChunk,
+    TextReplace,
     UnknownEvent,
     WorkflowFinished,
+    WorkflowPaused,
     WorkflowStarted,
 )
-from datalab_async.local.dify_server import LocalDify
+from datalab_async.local import LocalDify
+from datalab_async.local.dify import EVENTS_INPUT
 
 
 def sample_files(folder: Path) -> list[Path]:
@@ -45,7 +68,103 @@ def sample_files(folder: Path) -> list[Path]:
     return [notes, faq]
 
 
-async def demo(client: AsyncDifyKnowledgeClient, dataset_id: str, files: list[Path]) -> None:
+def describe(event: DifyEvent) -> str | None:
+    """One line for an event (None: not worth a line)."""
+    data = getattr(event, "data", None)
+    nested = getattr(data, "iteration_id", None) or getattr(data, "loop_id", None)
+    indent = "    " if nested else "  "
+    if isinstance(event, WorkflowStarted):
+        return f"workflow started   run={event.workflow_run_id} ({event.data.reason})"
+    if isinstance(event, NodeStarted):
+        return f"{indent}node started     {event.data.index}. {event.data.title}"
+    if isinstance(event, NodeRetry):
+        return f"{indent}node retry       {event.data.title} #{event.data.retry_index}"
+    if isinstance(event, NodeFinished):
+        took = event.data.elapsed_time or 0.0
+        return f"{indent}node finished    {event.data.title}: {event.data.status} ({took:.2f} s)"
+    if isinstance(event, IterationStarted | LoopStarted):
+        return f"  {event.event:<16} {event.data.title}"
+    if isinstance(event, IterationNext | LoopNext):
+        return f"  {event.event:<16} round {event.data.index}"
+    if isinstance(event, AgentLog):
+        return f"  agent log        {event.data.label}: {event.data.status}"
+    if isinstance(event, ReasoningChunk | TextChunk):
+        return None  # shown whole below
+    if isinstance(event, TextReplace):
+        return f"  text replaced    by {event.data.text!r}"
+    if isinstance(event, HumanInputRequired):
+        actions = ", ".join(a.id or "?" for a in event.data.actions)
+        return f"  human input      {event.data.node_title}: choose {actions}"
+    if isinstance(event, HumanInputFormFilled):
+        return f"  form filled      {event.data.action_text}"
+    if isinstance(event, HumanInputFormTimeout):
+        return f"  form expired     {event.data.node_title}"
+    if isinstance(event, WorkflowPaused):
+        return f"workflow paused    at {', '.join(event.data.paused_nodes)}"
+    if isinstance(event, WorkflowFinished):
+        return f"workflow finished  {event.data.status}, outputs={event.data.outputs}"
+    if isinstance(event, ErrorEvent):
+        return f"error event        {event.code}: {event.message}"
+    if isinstance(event, UnknownEvent):
+        return f"  (unknown event)  {event.event}"
+    return f"  {event.event}"
+
+
+async def draft_run(
+    client: AsyncDifyKnowledgeClient,
+    dataset_id: str,
+    item: dict[str, object],
+    start_node_id: str,
+    inputs: dict[str, object],
+) -> None:
+    """Stream one draft run, printing its events."""
+    text, reasoning = [], []
+    async with client.stream_pipeline_run(
+        dataset_id,
+        inputs=inputs,
+        datasource_type="local_file",
+        datasource_info_list=[item],
+        start_node_id=start_node_id,
+        is_published=False,
+    ) as stream:
+        async for event in stream:
+            if isinstance(event, TextChunk):
+                text.append(event.data.text)
+            elif isinstance(event, ReasoningChunk):
+                reasoning.append(event.data.reasoning)
+            elif (line := describe(event)) is not None:
+                print(line)
+    if reasoning or text:
+        print(f"  LLM reasoning: {''.join(reasoning)!r}; answer: {''.join(text)!r}")
+    if isinstance(stream.result, PausedRun):
+        forms = ", ".join(f.node_title or "?" for f in stream.result.forms)
+        print(f"run paused, waiting for: {forms} (resume it in Dify)")
+
+
+async def browse_datasource(client: AsyncDifyKnowledgeClient, dataset_id: str) -> None:
+    """List the pages an online-document datasource node offers."""
+    plugins = await client.list_datasource_plugins(dataset_id)
+    online = [p for p in plugins if p.datasource_type == "online_document"]
+    if not online:
+        return
+    print(f"\n-- datasource node run: {online[0].title} --")
+    async with client.run_datasource_node(
+        dataset_id, online[0].node_id, datasource_type="online_document"
+    ) as stream:
+        async for event in stream:
+            if isinstance(event, DatasourceProcessing):
+                print(f"  processing {event.completed}/{event.total}")
+            elif isinstance(event, DatasourceCompleted):
+                for workspace in event.data:
+                    pages = ", ".join(p["page_name"] for p in workspace["pages"])
+                    print(f"  {workspace['workspace_name']}: {pages}")
+            elif isinstance(event, DatasourceError):
+                print(f"  datasource error: {event.error}")
+
+
+async def demo(
+    client: AsyncDifyKnowledgeClient, dataset_id: str, files: list[Path], *, offline: bool
+) -> None:
     uploads = [await client.upload_pipeline_file(path) for path in files]
     for upload in uploads:
         print(f"uploaded {upload.name} ({upload.size} bytes) as {upload.id}")
@@ -57,28 +176,16 @@ async def demo(client: AsyncDifyKnowledgeClient, dataset_id: str, files: list[Pa
     start_node_id = local[0].node_id
     print(f"datasource node: {local[0].title} ({start_node_id})")
 
+    item = uploads[0].datasource_item()
     print("\n-- draft run, streamed --")
-    async with client.stream_pipeline_run(
-        dataset_id,
-        datasource_type="local_file",
-        datasource_info_list=[uploads[0].datasource_item()],
-        start_node_id=start_node_id,
-        is_published=False,
-    ) as stream:
-        async for event in stream:
-            if isinstance(event, WorkflowStarted):
-                print(f"workflow started   run={event.workflow_run_id}")
-            elif isinstance(event, NodeStarted):
-                print(f"  node started     {event.data.index}. {event.data.title}")
-            elif isinstance(event, NodeFinished):
-                took = event.data.elapsed_time or 0.0
-                print(f"  node finished    {event.data.title}: {event.data.status} ({took:.2f} s)")
-            elif isinstance(event, WorkflowFinished):
-                print(f"workflow finished  {event.data.status}, outputs={event.data.outputs}")
-            elif isinstance(event, ErrorEvent):
-                print(f"error event        {event.code}: {event.message}")
-            elif isinstance(event, UnknownEvent):
-                print(f"  (other event)    {event.event}")
+    # Offline, LocalDify shows every event type; a real pipeline streams what its nodes emit.
+    await draft_run(
+        client, dataset_id, item, start_node_id, {EVENTS_INPUT: "all"} if offline else {}
+    )
+    if offline:
+        print("\n-- draft run that pauses for human input --")
+        await draft_run(client, dataset_id, item, start_node_id, {EVENTS_INPUT: "pause"})
+        await browse_datasource(client, dataset_id)
 
     print("\n-- published run, indexing --")
     run = await client.run_pipeline(
@@ -102,7 +209,7 @@ async def demo(client: AsyncDifyKnowledgeClient, dataset_id: str, files: list[Pa
             f"  {names.get(change.document_id, change.document_id)}: "
             f"{change.old or '?'} -> {change.new}{segments}{error}"
         )
-    print("all documents indexed")
+    print("all documents indexed (or paused)")
 
 
 async def main() -> int:
@@ -119,13 +226,15 @@ async def main() -> int:
                 if not args.dataset_id:
                     parser.error("--remote needs --dataset-id")
                 async with AsyncDifyKnowledgeClient() as client:
-                    await demo(client, args.dataset_id, files)
+                    await demo(client, args.dataset_id, files, offline=False)
                 return 0
-            async with LocalDify(node_latency=0.15, indexing_step_delay=0.25) as server:
-                dataset_id = server.create_dataset("Example knowledge base")
+            async with LocalDify(node_latency=0.05, indexing_step_delay=0.25) as server:
+                dataset_id = server.create_dataset(
+                    "Example knowledge base", datasource_types=("local_file", "online_document")
+                )
                 print(f"LocalDify serving at {server.url}")
                 async with AsyncDifyKnowledgeClient(server.api_key, server.url) as client:
-                    await demo(client, dataset_id, files)
+                    await demo(client, dataset_id, files, offline=True)
         except DatalabError as err:
             print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
             return 1

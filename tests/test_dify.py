@@ -57,7 +57,7 @@ from datalab_async.dify._protocol import (
     upload_file_request,
     validate_run_arguments,
 )
-from datalab_async.local.dify_server import LocalDify
+from datalab_async.local import LocalDify
 
 from .conftest import other_tasks
 
@@ -216,12 +216,14 @@ def test_parse_event_types() -> None:
     )
     assert error == ErrorEvent(message="bad", code="invalid_param", status=400)
     assert isinstance(dify.error_from_event(error), BadRequestError)
-    unknown = parse_event(frame({"event": "iteration_next", "task_id": "t", "data": {"i": 1}}))
+    unknown = parse_event(
+        frame({"event": "parallel_branch_started", "task_id": "t", "data": {"i": 1}})
+    )
     assert isinstance(unknown, UnknownEvent)
-    assert unknown.event == "iteration_next" and unknown.task_id == "t"
+    assert unknown.event == "parallel_branch_started" and unknown.task_id == "t"
     # the event name may also come from the SSE "event:" field
-    named = parse_event(ServerSentEvent(event="loop_started", data="{}"))
-    assert isinstance(named, UnknownEvent) and named.event == "loop_started"
+    named = parse_event(ServerSentEvent(event="node_cache_hit", data="{}"))
+    assert isinstance(named, UnknownEvent) and named.event == "node_cache_hit"
 
 
 def test_parse_event_rejects_broken_frames() -> None:
@@ -231,7 +233,7 @@ def test_parse_event_rejects_broken_frames() -> None:
         parse_event(ServerSentEvent(data="[1, 2]"))
     with pytest.raises(ResponseValidationError) as info:
         parse_event(frame({"event": "node_started", "data": {"id": "x"}}))
-    assert info.value.path == "$.data.node_id"
+    assert info.value.path == "NodeStarted.data.node_id"
 
 
 def test_models_tolerate_shapes_and_report_paths() -> None:
@@ -249,15 +251,16 @@ def test_models_tolerate_shapes_and_report_paths() -> None:
         UploadedFile,
     )
     assert upload.created_at == datetime(2025, 1, 2, 3, 4, 5, 123000, tzinfo=timezone.utc)
+    assert upload.extra == {"extra": True}  # an unknown field, even one named "extra"
     assert upload.datasource_item() == {"reference": "f1", "related_id": "f1", "name": "a.pdf"}
     status = structure(
         {"id": "d", "indexing_status": "paused", "completed_at": "1700000000"}, IndexingStatus
     )
-    assert status.indexing_status == "paused" and not status.is_terminal
+    assert status.indexing_status == "paused" and not status.is_terminal and status.is_paused
     assert status.completed_at is not None
     with pytest.raises(ResponseValidationError) as info:
         structure({"id": "r", "total_steps": "many"}, WorkflowRun)
-    assert info.value.path == "$.total_steps"
+    assert info.value.path == "WorkflowRun.total_steps"
     published = parse_run_response({"batch": "b1", "documents": [{"id": "d1"}]})
     assert isinstance(published, PublishedRun) and published.documents[0].id == "d1"
     blocking = parse_run_response({"task_id": "t", "data": {"id": "r", "status": "succeeded"}})
@@ -415,7 +418,7 @@ async def test_stream_pipeline_run_events(doc: Path, eol: str) -> None:
                 WorkflowFinished
             ]
             unknown = [e for e in events if isinstance(e, UnknownEvent)]
-            assert len(unknown) == NODE_COUNT and unknown[0].event == "text_chunk"
+            assert len(unknown) == NODE_COUNT and unknown[0].event == "parallel_branch_started"
             finished = [e for e in events if isinstance(e, NodeFinished)]
             assert [e.data.index for e in finished] == [1, 2, 3, 4]
             assert all(e.data.status == "succeeded" for e in finished)

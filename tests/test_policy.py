@@ -3,6 +3,7 @@ coalesced status polls."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -16,10 +17,14 @@ from datalab_async import (
     APIConnectionError,
     AsyncDatalabClient,
     FolderEvent,
+    PermissionDeniedError,
     PollPolicy,
+    QuotaExceededError,
+    RateLimitError,
     RetryPolicy,
 )
 from datalab_async.dify import AsyncDifyKnowledgeClient
+from datalab_async.dify._protocol import classify_dify_error
 from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import make_pdf
 
@@ -276,3 +281,43 @@ async def test_rate_limit_pauses_do_not_use_up_the_retries(scripted: ScriptedSer
         execution = await client.get_pipeline_execution("pex_a")
     assert execution.execution_id == "pex_a"
     assert scripted.count("GET", "/api/v1/pipelines/executions/pex_a") == 6
+
+
+DIFY_RATE_LIMIT = {
+    "code": "forbidden",
+    "message": (
+        "Sorry, you have reached the knowledge base request rate limit of your subscription."
+    ),
+    "status": 403,
+}
+
+
+async def test_dify_knowledge_rate_limit_is_retried_with_backoff(scripted: ScriptedServer) -> None:
+    indexing = {"data": [{"id": "d1", "indexing_status": "completed"}]}
+    path = "/v1/datasets/ds/documents/b1/indexing-status"
+    scripted.route(
+        "GET", path, sequence(json_response(DIFY_RATE_LIMIT, 403), json_response(indexing))
+    )
+    scripted.route(
+        "GET",
+        "/v1/datasets/ds/documents/b2/indexing-status",
+        sequence(json_response({"code": "rate_limit_error", "message": "quota"}, 429)),
+    )
+    await scripted.start()
+    retry = RetryPolicy(max_retries=2, backoff_base=0.01)
+    async with AsyncDifyKnowledgeClient("k", scripted.url + "/v1", retry=retry) as dify:
+        (status,) = await dify.get_indexing_status("ds", "b1")
+        assert status.indexing_status == "completed"
+        assert dify.rate_limiter.rate_limited_count == 1
+        with pytest.raises(QuotaExceededError):  # a quota stays unretried
+            await dify.get_indexing_status("ds", "b2")
+    assert scripted.count("GET", path) == 2
+    assert scripted.count("GET", "/v1/datasets/ds/documents/b2/indexing-status") == 1
+
+
+def test_dify_rate_limit_refusal_is_a_rate_limit_error() -> None:
+    error = classify_dify_error(403, {}, json.dumps(DIFY_RATE_LIMIT).encode())
+    assert isinstance(error, RateLimitError) and error.retryable
+    assert "knowledge base request rate limit" in str(error)
+    other = classify_dify_error(403, {}, b'{"code": "forbidden", "message": "no access"}')
+    assert type(other) is PermissionDeniedError and not other.retryable

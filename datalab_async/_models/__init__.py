@@ -1,6 +1,6 @@
 """Typed response models (attrs) and the one cattrs converter that structures them."""
 
-from ._base import OpenEnum, converter, structure
+from ._base import Model, OpenEnum, converter, structure
 from .collections import (
     Collection,
     CollectionFileList,
@@ -52,6 +52,7 @@ __all__ = [
     "ExecutionList",
     "ExecutionStatus",
     "FileUploadTicket",
+    "Model",
     "OpenEnum",
     "Pipeline",
     "PipelineExecution",

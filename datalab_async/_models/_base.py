@@ -1,17 +1,33 @@
-"""The shared cattrs converter, tolerant datetime parsing and enums that keep unknown values."""
+"""The one cattrs converter of every response model (Datalab and Dify), and ``Model``.
+
+Every response model derives from ``Model`` and so has an ``extra`` mapping: the converter puts
+there each field of the response that the model does not name, so nothing a server sends is lost
+and an unknown field never fails validation. Tolerant datetime parsing (ISO 8601 or Unix
+seconds, as numbers or strings) and ``OpenEnum`` (enums that keep unknown values) live here too.
+"""
 
 from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn
 
 from .._errors import ResponseValidationError
 
-__all__ = ["OpenEnum", "converter", "parse_datetime", "structure"]
+__all__ = [
+    "Model",
+    "OpenEnum",
+    "converter",
+    "parse_datetime",
+    "structure",
+    "structure_with_extra",
+]
 
 T = TypeVar("T")
 
@@ -43,6 +59,18 @@ class OpenEnum(str, enum.Enum):
 _FRACTION = re.compile(r"(\.\d+)")
 
 
+@attrs.frozen
+class Model:
+    """Base of every response model.
+
+    ``extra`` holds the fields of the response this model does not name (their raw JSON values),
+    filled by the converter: a field a newer server adds is kept there instead of vanishing.
+    It takes no part in equality or ``repr``.
+    """
+
+    extra: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, eq=False, repr=False)
+
+
 def parse_datetime(value: Any) -> datetime:
     """ISO 8601 (``Z``, any fraction length, or no zone) or a UNIX timestamp → aware datetime."""
     if isinstance(value, datetime):
@@ -50,6 +78,8 @@ def parse_datetime(value: Any) -> datetime:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         result = datetime.fromtimestamp(value, tz=timezone.utc)
     elif isinstance(value, str):
+        if value[:1].isdigit() and value.replace(".", "", 1).strip().isdigit():
+            return datetime.fromtimestamp(float(value), tz=timezone.utc)  # Unix seconds as text
         try:
             result = datetime.fromisoformat(value)  # the common case on Python 3.11+
         except ValueError:
@@ -70,8 +100,56 @@ def _parse_iso_leniently(value: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def _structure_str(value: Any, _: Any) -> str:
+    # Ids sometimes arrive as numbers; containers must not become their str() silently.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def structure_with_extra(
+    cls: type[T], conv: cattrs.Converter | None = None
+) -> Callable[[Any, Any], T]:
+    """The structure function of the ``Model`` subclass ``cls``: its fields, plus ``extra``.
+
+    Modules that pre-process a body before structuring (aliases, nesting) build their hook on
+    this, so their models keep unknown fields too.
+    """
+    conv = converter if conv is None else conv
+    base = make_dict_structure_fn(cls, conv)
+    known = frozenset(a.name for a in attrs.fields(cls) if a.name != "extra")  # type: ignore[arg-type]
+
+    def structure_model(data: Any, target: Any) -> T:
+        if type(data) is not dict:  # the common case first: isinstance(Mapping) is slow
+            if not isinstance(data, Mapping):
+                return base(data, target)  # let the generated function report the type error
+            data = dict(data)
+        unknown_keys = data.keys() - known
+        if not unknown_keys:
+            return base(data, target)
+        # A server field named "extra" is an unknown field like any other.
+        fields = {k: v for k, v in data.items() if k != "extra"} if "extra" in data else data
+        obj: T = base(fields, target)
+        # Frozen instance: set the one attribute the generated __init__ cannot fill.
+        object.__setattr__(obj, "extra", {k: data[k] for k in unknown_keys})
+        return obj
+
+    return structure_model
+
+
+def _is_model(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, Model) and attrs.has(cls)
+
+
 converter = cattrs.Converter(forbid_extra_keys=False)
 converter.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
+# A predicate, not a class hook: a class hook for str would also catch OpenEnum (a str subclass).
+converter.register_structure_hook_func(lambda t: t is str, _structure_str)
+converter.register_structure_hook_factory(
+    _is_model, lambda cls, conv: structure_with_extra(cls, conv)
+)
 converter.register_unstructure_hook(datetime, lambda v: v.isoformat())
 converter.register_structure_hook_func(
     lambda t: isinstance(t, type) and issubclass(t, OpenEnum), lambda v, t: t(v)

@@ -7,9 +7,8 @@ from datetime import datetime
 from typing import Any
 
 import attrs
-from cattrs.gen import make_dict_structure_fn
 
-from ._base import converter
+from ._base import Model, converter, structure_with_extra
 from .workflows import redact_url
 
 __all__ = [
@@ -32,7 +31,7 @@ def _repr_url(url: str | None) -> str:
 
 
 @attrs.frozen
-class FileUploadTicket:
+class FileUploadTicket(Model):
     """The answer to ``POST /files/upload``: where to PUT the bytes, and the future reference."""
 
     file_id: int
@@ -42,7 +41,7 @@ class FileUploadTicket:
 
 
 @attrs.frozen
-class UploadedFile:
+class UploadedFile(Model):
     """A file known to the Files API. ``reference`` (``datalab://file-…``) works as a
     ``file_url`` for pipeline runs and workflow executions; ``file_id`` goes into collections."""
 
@@ -64,7 +63,7 @@ class UploadedFile:
 
 
 @attrs.frozen
-class Collection:
+class Collection(Model):
     """A named set of uploaded files that eval batch runs score a pipeline against."""
 
     id: int
@@ -78,7 +77,7 @@ class Collection:
 
 
 @attrs.frozen
-class CollectionList:
+class CollectionList(Model):
     """One page of collections; ``total`` counts them all where the server says."""
 
     collections: list[Collection]
@@ -86,7 +85,7 @@ class CollectionList:
 
 
 @attrs.frozen
-class CollectionFileList:
+class CollectionFileList(Model):
     """One page of a collection's files; ``next_cursor`` is set when the server pages by cursor."""
 
     files: list[UploadedFile]
@@ -104,7 +103,7 @@ def batch_status_is_terminal(status: str | None, completed_at: object = None) ->
 
 
 @attrs.frozen
-class EvalBatchRun:
+class EvalBatchRun(Model):
     """An eval batch run: a pipeline scored over every file of a collection."""
 
     id: int
@@ -140,7 +139,7 @@ class EvalBatchRun:
 
 
 @attrs.frozen
-class EvalBatchRunList:
+class EvalBatchRunList(Model):
     """One page of eval batch runs; ``total`` counts them all where the server says."""
 
     batch_runs: list[EvalBatchRun]
@@ -148,7 +147,7 @@ class EvalBatchRunList:
 
 
 @attrs.frozen
-class EvalFileResult:
+class EvalFileResult(Model):
     """The outcome of one file of a batch run."""
 
     filename: str | None = None
@@ -162,7 +161,7 @@ class EvalFileResult:
 
 
 @attrs.frozen
-class EvalBatchRunResults:
+class EvalBatchRunResults(Model):
     """A batch run with the outcome of each of its files."""
 
     batch_run: EvalBatchRun
@@ -198,7 +197,7 @@ class EvalBatchProgress:
 
 # -- tolerant structuring ----------------------------------------------------------------------
 
-_structure_file = make_dict_structure_fn(UploadedFile, converter)
+_structure_file = structure_with_extra(UploadedFile, converter)
 
 
 def _file_hook(data: Any, cls: type[UploadedFile]) -> UploadedFile:
@@ -219,7 +218,7 @@ def _file_hook(data: Any, cls: type[UploadedFile]) -> UploadedFile:
 
 converter.register_structure_hook(UploadedFile, _file_hook)
 # Generated after the UploadedFile hook is registered, so that its ``files`` use that hook.
-_structure_file_list = make_dict_structure_fn(CollectionFileList, converter)
+_structure_file_list = structure_with_extra(CollectionFileList, converter)
 
 
 def _file_list_hook(data: Any, cls: type[CollectionFileList]) -> CollectionFileList:

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ._base import OpenEnum
+from ._base import Model, OpenEnum
 
 __all__ = [
     "ExecutionList",
@@ -66,7 +66,7 @@ class StepStatus(OpenEnum):
 
 
 @attrs.frozen
-class StepConfig:
+class StepConfig(Model):
     """One step of a pipeline definition (``type``: convert, extract, segment, custom, …)."""
 
     type: str
@@ -85,11 +85,14 @@ class StepConfig:
 
 
 @attrs.frozen
-class Pipeline:
-    """A pipeline definition. ``pipeline_id`` is the ``pl_…`` id; ``active_version`` 0 = none."""
+class Pipeline(Model):
+    """A pipeline definition. ``pipeline_id`` is the ``pl_…`` id; ``active_version`` 0 = none.
+
+    ``steps`` is kept as the server sent it: the API reference types it as an array of any JSON.
+    """
 
     pipeline_id: str
-    steps: list[dict[str, Any]] = attrs.field(factory=list)
+    steps: list[Any] = attrs.field(factory=list)
     name: str | None = None
     is_saved: bool = False
     archived: bool = False
@@ -100,7 +103,7 @@ class Pipeline:
 
 
 @attrs.frozen
-class PipelineList:
+class PipelineList(Model):
     """One page of pipelines; ``total`` counts them all."""
 
     pipelines: list[Pipeline]
@@ -108,18 +111,18 @@ class PipelineList:
 
 
 @attrs.frozen
-class PipelineVersion:
+class PipelineVersion(Model):
     """A published, immutable version of a pipeline."""
 
     version: int
-    steps: list[dict[str, Any]] = attrs.field(factory=list)
+    steps: list[Any] = attrs.field(factory=list)
     description: str | None = None
     id: int | str | None = None
     created: datetime | None = None
 
 
 @attrs.frozen
-class PipelineVersionList:
+class PipelineVersionList(Model):
     """A pipeline's published versions, newest first."""
 
     versions: list[PipelineVersion]
@@ -127,7 +130,7 @@ class PipelineVersionList:
 
 
 @attrs.frozen
-class PipelineRate:
+class PipelineRate(Model):
     """The price of a pipeline's configuration per 1,000 pages."""
 
     rate_per_1000_pages_cents: float | None = None
@@ -135,7 +138,7 @@ class PipelineRate:
 
 
 @attrs.frozen
-class PipelineStep:
+class PipelineStep(Model):
     """The state of one step within an execution."""
 
     step_index: int
@@ -156,7 +159,7 @@ class PipelineStep:
 
 
 @attrs.frozen
-class PipelineExecution:
+class PipelineExecution(Model):
     """One run of a pipeline on one document."""
 
     execution_id: str
@@ -190,7 +193,7 @@ class PipelineExecution:
 
 
 @attrs.frozen
-class ExecutionList:
+class ExecutionList(Model):
     """One page of a pipeline's executions; ``total`` counts them all."""
 
     executions: list[PipelineExecution]

@@ -8,9 +8,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
-from cattrs.gen import make_dict_structure_fn
 
-from ._base import OpenEnum, converter
+from ._base import Model, OpenEnum, converter, structure_with_extra
 
 __all__ = [
     "Workflow",
@@ -101,7 +100,7 @@ def _repr_url(url: str | None) -> str:
 
 
 @attrs.frozen
-class WorkflowStep:
+class WorkflowStep(Model):
     """One step of a workflow definition.
 
     ``step_key`` is the step type (see ``get_step_types()``), ``unique_name`` names the step
@@ -127,7 +126,7 @@ class WorkflowStep:
 
 
 @attrs.frozen
-class Workflow:
+class Workflow(Model):
     """A workflow definition."""
 
     id: int
@@ -139,7 +138,7 @@ class Workflow:
 
 
 @attrs.frozen
-class WorkflowList:
+class WorkflowList(Model):
     """The team's workflows."""
 
     workflows: list[Workflow]
@@ -147,7 +146,7 @@ class WorkflowList:
 
 
 @attrs.frozen
-class WorkflowStepType:
+class WorkflowStepType(Model):
     """A step type workflows can use (``step_key`` goes into ``WorkflowStep.step_key``)."""
 
     step_key: str
@@ -158,7 +157,7 @@ class WorkflowStepType:
 
 
 @attrs.frozen
-class WorkflowStepState:
+class WorkflowStepState(Model):
     """The state of one step of an execution, on one input file (``file_key``) or overall.
 
     Servers report steps either flat (``file_key`` is None) or per input file. ``output_url``
@@ -187,7 +186,7 @@ class WorkflowStepState:
 
 
 @attrs.frozen
-class WorkflowExecution:
+class WorkflowExecution(Model):
     """One run of a workflow. ``steps`` holds one state per step (per file when nested)."""
 
     execution_id: int
@@ -322,8 +321,8 @@ def _coerce_id(value: Any) -> Any:
     return value
 
 
-_structure_execution = make_dict_structure_fn(WorkflowExecution, converter)
-_structure_step_type = make_dict_structure_fn(WorkflowStepType, converter)
+_structure_execution = structure_with_extra(WorkflowExecution, converter)
+_structure_step_type = structure_with_extra(WorkflowStepType, converter)
 
 
 def _execution_hook(data: Any, cls: type[WorkflowExecution]) -> WorkflowExecution:

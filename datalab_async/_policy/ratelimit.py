@@ -139,7 +139,9 @@ class RateLimiter:
         self, error: APIStatusError | APIConnectionError, delay: float | None = None
     ) -> None:
         """A request failed with ``error``; ``delay`` is the retry delay chosen, if retried."""
-        if not isinstance(error, APIStatusError) or error.status_code not in _PAUSE_STATUSES:
+        if not isinstance(error, APIStatusError):
+            return
+        if error.status_code not in _PAUSE_STATUSES and not isinstance(error, RateLimitError):
             return
         retry_after = parse_retry_after(error.headers)
         if retry_after is not None:

@@ -177,7 +177,8 @@ def retry_delay(
 
     ``attempt`` counts the retries already made. For a connection error, ``sent`` says whether the
     request may have reached the server (a refused connect or connect timeout is ``sent=False``).
-    ``retryable_hint`` lets a protocol veto a retry for a status (e.g. a quota-exhausted 429).
+    ``retryable_hint`` lets a protocol veto a retry for a status (e.g. a quota-exhausted 429),
+    or allow one (a rate limit answered with another status).
     A 429 with ``Retry-After`` is retried while ``rate_limited_wait`` (seconds already waited on
     such answers) stays within ``policy.rate_limit_patience``, whatever ``attempt`` is.
     """
@@ -200,7 +201,9 @@ def retry_delay(
     if status is None or retryable_hint is False:
         return None
     allowed = policy.post_retry_statuses if mode is RetryMode.CREATE else policy.retry_statuses
-    if status not in allowed:
+    # ``retryable_hint=True``: the protocol knows this status is a rate limit (e.g. Dify's 403
+    # for its knowledge-API limit), a refusal that created nothing.
+    if status not in allowed and retryable_hint is not True:
         return None
     return policy.backoff(attempt, parse_retry_after(headers or {}))
 

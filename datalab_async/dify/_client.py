@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -29,7 +29,18 @@ from .._policy import RequestPolicy, poll_states
 from .._protocol.http import Request, decode_json
 from .._protocol.sse import SSEDecoder
 from .._transport import HTTPTransport
-from ._events import DifyEvent, ErrorEvent, WorkflowFinished, parse_event
+from ._events import (
+    DatasourceCompleted,
+    DatasourceError,
+    DifyEvent,
+    ErrorEvent,
+    HumanInputForm,
+    HumanInputRequired,
+    PausedRun,
+    WorkflowFinished,
+    WorkflowPaused,
+    parse_event,
+)
 from ._models import (
     DatasourcePlugin,
     IndexingStatus,
@@ -43,16 +54,23 @@ from ._protocol import (
     DEFAULT_DIFY_BASE_URL,
     auth_headers,
     classify_dify_error,
+    datasource_node_run_request,
     datasource_plugins_request,
     indexing_status_request,
     is_event_stream,
     parse_run_response,
     run_pipeline_request,
     upload_file_request,
+    validate_datasource_run_arguments,
     validate_run_arguments,
 )
 
-__all__ = ["AsyncDifyKnowledgeClient", "PipelineRunStream", "error_from_event"]
+__all__ = [
+    "AsyncDifyKnowledgeClient",
+    "DatasourceRunStream",
+    "PipelineRunStream",
+    "error_from_event",
+]
 
 
 def _normalise_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
@@ -69,19 +87,19 @@ def error_from_event(event: ErrorEvent) -> APIStatusError:
     return classify_dify_error(status, {}, json.dumps(body).encode())
 
 
-class PipelineRunStream:
-    """The events of one pipeline run, from ``client.stream_pipeline_run(...)``.
+_S = TypeVar("_S", bound="_RunStream")
 
-    Use it as ``async with ... as stream: async for event in stream``. The HTTP response is
-    released when the stream ends, when the ``async with`` block is left (``break``, an
-    exception, a cancellation) or on ``aclose()``. Pings are skipped; ``ErrorEvent`` is yielded
-    and the stream ends after it.
 
-    The server decides the shape from the request: a published run answers JSON even when
-    streaming was asked, and then the stream yields nothing and ``result`` holds the
-    ``PublishedRun``. After a ``workflow_finished`` event, ``result`` is the
-    ``PipelineRunResult``.
+class _RunStream:
+    """The machinery of a streamed Dify call: enter once, iterate typed events, release.
+
+    The HTTP response is released when the stream ends, when the ``async with`` block is left
+    (``break``, an exception, a cancellation) or on ``aclose()``. Pings are skipped; an error
+    event is yielded and the stream ends after it. Subclasses say what a JSON answer means
+    (``_on_json``) and what they remember of the events (``_observe``).
     """
+
+    _name = "stream"
 
     def __init__(
         self,
@@ -99,14 +117,13 @@ class PipelineRunStream:
         self._pending: deque[DifyEvent] = deque()
         self._entered = False
         self._done = False
-        self.result: PipelineRunResult | PublishedRun | None = None
         self.is_event_stream = False
         self.task_id: str | None = None
         self.workflow_run_id: str | None = None
 
-    async def __aenter__(self) -> PipelineRunStream:
+    async def __aenter__(self: _S) -> _S:
         if self._entered:
-            raise RuntimeError("a PipelineRunStream can only be entered once")
+            raise RuntimeError(f"a {type(self).__name__} can only be entered once")
         self._entered = True
         stack = AsyncExitStack()
         try:
@@ -117,21 +134,27 @@ class PipelineRunStream:
                 self._stack = stack
                 return self
             raw = await self._read(response, whole=True)
+            ctype = response.headers.get("Content-Type", "")
             try:
                 body = json.loads(raw)
             except ValueError as err:
-                ctype = response.headers.get("Content-Type", "")
                 raise ResponseValidationError(
-                    f"run_pipeline answered {ctype or 'no content type'}, neither JSON nor an "
-                    "event stream",
+                    f"{self._request.operation} answered {ctype or 'no content type'}, neither "
+                    "JSON nor an event stream",
                     body=raw[:2000].decode("utf-8", "replace"),
                 ) from err
-            self.result = parse_run_response(body)
+            self._on_json(body, ctype)
             self._done = True
         finally:
             if self._stack is None:
                 await stack.aclose()
         return self
+
+    def _on_json(self, body: Any, content_type: str) -> None:
+        raise ResponseValidationError(
+            f"{self._request.operation} answered {content_type or 'JSON'}, not an event stream",
+            body=body,
+        )
 
     async def __aexit__(
         self,
@@ -149,10 +172,10 @@ class PipelineRunStream:
         if stack is not None:
             await stack.aclose()
 
-    def __aiter__(self) -> PipelineRunStream:
+    def __aiter__(self: _S) -> _S:
         if not self._entered:
             raise RuntimeError(
-                "use `async with client.stream_pipeline_run(...) as stream: async for e in stream`"
+                f"use `async with client.{self._name}(...) as stream: async for e in stream`"
             )
         return self
 
@@ -177,10 +200,6 @@ class PipelineRunStream:
     def _observe(self, event: DifyEvent) -> None:
         self.task_id = self.task_id or event.task_id
         self.workflow_run_id = self.workflow_run_id or event.workflow_run_id
-        if isinstance(event, WorkflowFinished):
-            self.result = PipelineRunResult(
-                data=event.data, task_id=event.task_id, workflow_run_id=event.workflow_run_id
-            )
 
     async def _read(self, response: aiohttp.ClientResponse, *, whole: bool) -> bytes:
         """One read with the idle timeout; aiohttp failures become our connection errors."""
@@ -192,21 +211,102 @@ class PipelineRunStream:
                 return await response.content.readany()
         except aiohttp.ServerTimeoutError as err:  # aiohttp's own per-read timeout (timeouts.read)
             raise APITimeoutError(
-                "reading the pipeline run timed out (timeouts.read)", method="POST", url=url
+                f"reading {self._request.operation} timed out (timeouts.read)",
+                method="POST",
+                url=url,
             ) from err
         except (TimeoutError, asyncio.TimeoutError) as err:  # distinct classes before 3.11
             raise APITimeoutError(
-                f"no data from the pipeline run for {self._idle_timeout} s (idle read timeout)",
+                f"no data from {self._request.operation} for {self._idle_timeout} s "
+                "(idle read timeout)",
                 method="POST",
                 url=url,
             ) from err
         except (aiohttp.ClientError, OSError) as err:
             raise APIConnectionError(
-                f"the pipeline run stream broke: {type(err).__name__}"
+                f"the {self._request.operation} stream broke: {type(err).__name__}"
                 + (f": {err}" if str(err) else ""),
                 method="POST",
                 url=url,
             ) from err
+
+
+class PipelineRunStream(_RunStream):
+    """The events of one pipeline run, from ``client.stream_pipeline_run(...)``.
+
+    Use it as ``async with ... as stream: async for event in stream``. The HTTP response is
+    released when the stream ends, when the ``async with`` block is left (``break``, an
+    exception, a cancellation) or on ``aclose()``. Pings are skipped; ``ErrorEvent`` is yielded
+    and the stream ends after it.
+
+    The server decides the shape from the request: a published run answers JSON even when
+    streaming was asked, and then the stream yields nothing and ``result`` holds the
+    ``PublishedRun``. After a ``workflow_finished`` event, ``result`` is the
+    ``PipelineRunResult``; after ``workflow_paused`` it is a ``PausedRun`` (with the
+    human-input forms the stream asked for).
+    """
+
+    _name = "stream_pipeline_run"
+
+    def __init__(
+        self,
+        policy: RequestPolicy,
+        request: Request,
+        *,
+        idle_timeout: float | None,
+    ) -> None:
+        super().__init__(policy, request, idle_timeout=idle_timeout)
+        self.result: PipelineRunResult | PublishedRun | PausedRun | None = None
+        self._forms: list[HumanInputForm] = []
+
+    def _on_json(self, body: Any, content_type: str) -> None:
+        self.result = parse_run_response(body)
+
+    def _observe(self, event: DifyEvent) -> None:
+        super()._observe(event)
+        if isinstance(event, WorkflowFinished):
+            self.result = PipelineRunResult(
+                data=event.data, task_id=event.task_id, workflow_run_id=event.workflow_run_id
+            )
+        elif isinstance(event, HumanInputRequired):
+            self._forms.append(event.data)
+        elif isinstance(event, WorkflowPaused):
+            self.result = PausedRun(
+                data=event.data,
+                task_id=event.task_id,
+                workflow_run_id=event.workflow_run_id or event.data.workflow_run_id,
+                forms=tuple(self._forms),
+            )
+
+
+class DatasourceRunStream(_RunStream):
+    """The events of one datasource node run, from ``client.run_datasource_node(...)``.
+
+    Use it as ``async with ... as stream: async for event in stream``: ``DatasourceProcessing``
+    (progress), ``DatasourceCompleted`` (results; there may be several batches) and
+    ``DatasourceError`` (the run failed; the stream ends). ``results`` collects the completed
+    events' ``data``. Same release rules as ``PipelineRunStream``.
+    """
+
+    _name = "run_datasource_node"
+
+    def __init__(
+        self,
+        policy: RequestPolicy,
+        request: Request,
+        *,
+        idle_timeout: float | None,
+    ) -> None:
+        super().__init__(policy, request, idle_timeout=idle_timeout)
+        self.results: list[Any] = []
+        self.error: str | None = None
+
+    def _observe(self, event: DifyEvent) -> None:
+        super()._observe(event)
+        if isinstance(event, DatasourceCompleted):
+            self.results.append(event.data)
+        elif isinstance(event, DatasourceError):
+            self.error = event.error or "datasource run failed"
 
 
 class AsyncDifyKnowledgeClient(TransportClient):
@@ -331,14 +431,15 @@ class AsyncDifyKnowledgeClient(TransportClient):
         start_node_id: str,
         is_published: bool,
         response_mode: str = "blocking",
-    ) -> PipelineRunResult | PublishedRun:
+    ) -> PipelineRunResult | PublishedRun | PausedRun:
         """Run the knowledge pipeline and return its outcome.
 
         A published run returns a ``PublishedRun`` (follow it with ``watch_indexing``). A draft
         run returns the ``PipelineRunResult``; with ``response_mode="streaming"`` the event
-        stream is read to its end (use ``stream_pipeline_run`` to see the events). An ``error``
-        event in the stream raises the matching ``APIStatusError``. The answer's Content-Type,
-        not ``response_mode``, decides how it is read.
+        stream is read to its end (use ``stream_pipeline_run`` to see the events), and a stream
+        that ends with ``workflow_paused`` returns a ``PausedRun`` (the run waits for human
+        input). An ``error`` event in the stream raises the matching ``APIStatusError``. The
+        answer's Content-Type, not ``response_mode``, decides how it is read.
         """
         stream = self.stream_pipeline_run(
             dataset_id,
@@ -355,7 +456,7 @@ class AsyncDifyKnowledgeClient(TransportClient):
                     raise error_from_event(event)
         if stream.result is None:
             raise APIConnectionError(
-                "the pipeline run stream ended before its workflow_finished event",
+                "the pipeline run stream ended before its workflow_finished (or paused) event",
                 method="POST",
                 url=f"{self.base_url}/datasets/{dataset_id}/pipeline/run",
             )
@@ -388,6 +489,33 @@ class AsyncDifyKnowledgeClient(TransportClient):
         request = run_pipeline_request(dataset_id, body)
         return PipelineRunStream(self._policy, request, idle_timeout=self.stream_idle_timeout)
 
+    def run_datasource_node(
+        self,
+        dataset_id: str,
+        node_id: str,
+        *,
+        datasource_type: str,
+        inputs: Mapping[str, Any] | None = None,
+        credential_id: str | None = None,
+        is_published: bool = True,
+    ) -> DatasourceRunStream:
+        """Run a datasource node (list online documents, browse a drive, crawl a site) and
+        stream its events: ``async with ... as stream: async for e in stream``.
+
+        ``node_id`` is the datasource node (a plugin's ``node_id``); ``credential_id`` picks one
+        of its credentials. Arguments are checked here, before any request. See
+        ``DatasourceRunStream``.
+        """
+        self._check_open()
+        body = validate_datasource_run_arguments(
+            inputs=inputs,
+            datasource_type=datasource_type,
+            credential_id=credential_id,
+            is_published=is_published,
+        )
+        request = datasource_node_run_request(dataset_id, node_id, body)
+        return DatasourceRunStream(self._policy, request, idle_timeout=self.stream_idle_timeout)
+
     async def get_indexing_status(self, dataset_id: str, batch: str) -> list[IndexingStatus]:
         """The current indexing status of every document of a published run's batch."""
         self._check_open()
@@ -411,7 +539,8 @@ class AsyncDifyKnowledgeClient(TransportClient):
         # the caller cannot get that from wrapping the loop in anyio.fail_after.
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> AsyncIterator[IndexingStatusChanged]:
-        """Yield each document's indexing status changes until all are completed or in error.
+        """Yield each document's indexing status changes until every document is completed, in
+        error or ``paused`` (a paused document only moves once resumed in Dify).
 
         ``batch`` is a batch id or the ``PublishedRun`` itself (whose document statuses then
         count as already seen). Polls start every ``poll_interval`` seconds and back off by 1.5x
@@ -444,7 +573,7 @@ class AsyncDifyKnowledgeClient(TransportClient):
 
         states = poll_states(
             fetch,
-            is_terminal=lambda last: bool(last) and all(s.is_terminal for s in last),
+            is_terminal=lambda last: bool(last) and all(s.is_terminal or s.is_paused for s in last),
             describe=_pending_documents,
             what=f"indexing of batch {batch_id}",
             timeout=timeout,
@@ -466,5 +595,5 @@ class AsyncDifyKnowledgeClient(TransportClient):
 
 
 def _pending_documents(last: list[IndexingStatus]) -> str:
-    pending = [s.id for s in last if not s.is_terminal]
+    pending = [s.id for s in last if not (s.is_terminal or s.is_paused)]
     return f"{len(pending)} document(s) pending"

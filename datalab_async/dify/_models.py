@@ -1,21 +1,20 @@
-"""Typed Dify knowledge-pipeline objects and the converter that structures them.
+"""Typed Dify knowledge-pipeline objects, structured by the library's one converter.
 
-Every model is a frozen attrs class. Unknown fields in a response are ignored, unknown status
-strings are kept as plain strings, timestamps arrive as Unix seconds or ISO 8601 strings (Dify
-uses both) and become timezone-aware ``datetime`` objects. A body that cannot be structured
-raises ``ResponseValidationError`` naming the offending field.
+Every model is a frozen attrs ``Model``: fields a response carries that the model does not name
+are kept in ``.extra``, unknown status strings are kept as plain strings, timestamps arrive as
+Unix seconds or ISO 8601 strings (Dify uses both) and become timezone-aware ``datetime``
+objects. A body that cannot be structured raises ``ResponseValidationError`` naming the field.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
-import cattrs
 
-from .._errors import ResponseValidationError
-from .._models._base import parse_datetime
+from .._models._base import Model, converter
+from .._models._base import structure as _structure
 
 __all__ = [
     "DATASOURCE_TYPES",
@@ -45,14 +44,16 @@ INDEXING_STATUSES = (
     "cleaning",
     "splitting",
     "indexing",
+    "paused",
     "completed",
     "error",
 )
+"""Every indexing status Dify documents; ``paused`` waits for someone to resume the document."""
 TERMINAL_INDEXING_STATUSES = frozenset({"completed", "error"})
 
 
 @attrs.frozen
-class UploadedFile:
+class UploadedFile(Model):
     """A file uploaded with ``upload_pipeline_file`` (``POST /datasets/pipeline/file-upload``)."""
 
     id: str
@@ -73,7 +74,7 @@ class UploadedFile:
 
 
 @attrs.frozen
-class DatasourcePlugin:
+class DatasourcePlugin(Model):
     """A datasource node of the pipeline; its ``node_id`` is the run's ``start_node_id``."""
 
     node_id: str
@@ -86,7 +87,7 @@ class DatasourcePlugin:
 
 
 @attrs.frozen
-class WorkflowRun:
+class WorkflowRun(Model):
     """A workflow run as reported by a blocking draft run or a ``workflow_finished`` event.
 
     ``status`` is one of ``running``, ``succeeded``, ``failed``, ``stopped``,
@@ -103,15 +104,23 @@ class WorkflowRun:
     total_steps: int | None = None
     created_at: datetime | None = None
     finished_at: datetime | None = None
+    created_by: dict[str, Any] | None = None
+    exceptions_count: int | None = None
+    files: list[dict[str, Any]] | None = None
 
     @property
     def succeeded(self) -> bool:
         """True for ``succeeded`` (``partial-succeeded`` is not a full success)."""
         return self.status == "succeeded"
 
+    @property
+    def paused(self) -> bool:
+        """True when the run waits (for human input): it resumes later, it did not end."""
+        return self.status == "paused"
+
 
 @attrs.frozen
-class PipelineRunResult:
+class PipelineRunResult(Model):
     """The answer to a blocking draft run: ``{task_id, workflow_run_id, data}``."""
 
     data: WorkflowRun
@@ -120,7 +129,7 @@ class PipelineRunResult:
 
 
 @attrs.frozen
-class PipelineDataset:
+class PipelineDataset(Model):
     """The knowledge base a published run writes into."""
 
     id: str
@@ -130,7 +139,7 @@ class PipelineDataset:
 
 
 @attrs.frozen
-class PipelineDocument:
+class PipelineDocument(Model):
     """A document created by a published run, as it was when the run was queued."""
 
     id: str
@@ -144,7 +153,7 @@ class PipelineDocument:
 
 
 @attrs.frozen
-class PublishedRun:
+class PublishedRun(Model):
     """The answer to a published run: the run was queued; follow it with ``watch_indexing``."""
 
     batch: str
@@ -153,7 +162,7 @@ class PublishedRun:
 
 
 @attrs.frozen
-class IndexingStatus:
+class IndexingStatus(Model):
     """One document's entry in ``GET /datasets/{id}/documents/{batch}/indexing-status``."""
 
     id: str
@@ -174,6 +183,11 @@ class IndexingStatus:
         """True once the document is ``completed`` or in ``error``."""
         return self.indexing_status in TERMINAL_INDEXING_STATUSES
 
+    @property
+    def is_paused(self) -> bool:
+        """True while indexing is ``paused``: nothing moves until it is resumed in Dify."""
+        return self.indexing_status == "paused"
+
 
 @attrs.frozen
 class IndexingStatusChanged:
@@ -189,52 +203,7 @@ class IndexingStatusChanged:
     document: IndexingStatus
 
 
-def _structure_datetime(value: Any, _: type) -> datetime:
-    # Dify sends Unix seconds in most places and ISO strings in a few (file uploads).
-    if isinstance(value, str):
-        try:
-            return datetime.fromtimestamp(float(value), tz=timezone.utc)
-        except (ValueError, OverflowError, OSError):
-            pass
-    try:
-        return parse_datetime(value)
-    except ValueError as err:
-        raise ValueError(f"not a timestamp: {value!r}") from err
-
-
-def _structure_str(value: Any, _: type) -> str:
-    # Accept ids sent as numbers, refuse containers (str() would silently accept them).
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise TypeError(f"expected a string, got {type(value).__name__}")
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
-    conv.register_structure_hook(datetime, _structure_datetime)
-    conv.register_structure_hook(str, _structure_str)
-    conv.register_unstructure_hook(datetime, lambda dt: dt.isoformat())
-    return conv
-
-
-converter = _make_converter()
-
-
 def structure(data: Any, cls: type[T]) -> T:
-    """Structure ``data`` into ``cls``; failures become ``ResponseValidationError``."""
-    try:
-        return converter.structure(data, cls)
-    except Exception as err:  # cattrs raises ClassValidationError, TypeError, ValueError ...
-        messages = (
-            cattrs.transform_error(err) if isinstance(err, cattrs.BaseValidationError) else []
-        )
-        path = None
-        if messages:
-            _, _, where = messages[0].rpartition(" @ ")
-            path = where or None
-        detail = "; ".join(messages) if messages else str(err)
-        raise ResponseValidationError(
-            f"unexpected {cls.__name__} response: {detail}", path=path, body=data
-        ) from err
+    """Structure ``data`` into ``cls`` with the shared converter (``ResponseValidationError``
+    naming the field on failure)."""
+    return _structure(data, cls)

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import _errors as e
-from .._protocol.errors import decode_error_body, error_class_for
+from .._protocol.errors import QUOTA_CODES, classify_status, read_dify_error
 from .._protocol.http import FilePart, Multipart, Request, RetryMode
 from .._protocol.validation import check_file, content_type_for, validate_id
 from ._models import DATASOURCE_TYPES, RESPONSE_MODES, PipelineRunResult, PublishedRun, structure
@@ -37,18 +37,18 @@ __all__ = [
     "QUOTA_CODES",
     "auth_headers",
     "classify_dify_error",
+    "datasource_node_run_request",
     "datasource_plugins_request",
     "indexing_status_request",
     "is_event_stream",
     "parse_run_response",
     "run_pipeline_request",
     "upload_file_request",
+    "validate_datasource_run_arguments",
     "validate_run_arguments",
 ]
 
 DEFAULT_DIFY_BASE_URL = "https://api.dify.ai/v1"
-QUOTA_CODES = frozenset({"rate_limit_error"})
-_MAX_MESSAGE = 2000
 
 
 def auth_headers(api_key: str) -> dict[str, str]:
@@ -176,6 +176,67 @@ def run_pipeline_request(dataset_id: str, body: Mapping[str, Any]) -> Request:
     )
 
 
+def validate_datasource_run_arguments(
+    *,
+    inputs: Mapping[str, Any] | None,
+    datasource_type: str,
+    credential_id: str | None,
+    is_published: bool,
+) -> dict[str, Any]:
+    """Check a datasource node run's arguments and return its JSON body.
+
+    ``local_file`` nodes have nothing to browse (upload files instead): Dify refuses them.
+    """
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        raise e.InvalidInputError("inputs must be a mapping ({} if none)", field="inputs")
+    browsable = tuple(t for t in DATASOURCE_TYPES if t != "local_file")
+    if datasource_type not in browsable:
+        raise e.InvalidInputError(
+            f"datasource_type {datasource_type!r} is invalid for a datasource node run: use "
+            + ", ".join(browsable),
+            field="datasource_type",
+        )
+    if not isinstance(is_published, bool):
+        raise e.InvalidInputError("is_published must be a bool", field="is_published")
+    if credential_id is not None and (not isinstance(credential_id, str) or not credential_id):
+        raise e.InvalidInputError(
+            "credential_id must be a non-empty string or None", field="credential_id"
+        )
+    body: dict[str, Any] = {
+        "inputs": dict(inputs),
+        "datasource_type": datasource_type,
+        "is_published": is_published,
+    }
+    if credential_id is not None:
+        body["credential_id"] = credential_id
+    try:
+        json.dumps(body)
+    except (TypeError, ValueError) as err:
+        raise e.InvalidInputError(
+            f"inputs are not JSON-serialisable: {err}", field="inputs"
+        ) from err
+    return body
+
+
+def datasource_node_run_request(dataset_id: str, node_id: str, body: Mapping[str, Any]) -> Request:
+    """``POST /datasets/{dataset_id}/pipeline/datasource/nodes/{node_id}/run`` (an event stream).
+
+    Retried only where the server cannot have acted (a crawl may cost credits).
+    """
+    return Request(
+        method="POST",
+        path=(
+            f"/datasets/{_segment(dataset_id, 'dataset_id')}/pipeline/datasource/nodes/"
+            f"{_segment(node_id, 'node_id')}/run"
+        ),
+        operation="run_datasource_node",
+        json=dict(body),
+        retry=RetryMode.CREATE,
+    )
+
+
 def indexing_status_request(dataset_id: str, batch: str) -> Request:
     """``GET /datasets/{dataset_id}/documents/{batch}/indexing-status``."""
     return Request(
@@ -202,13 +263,6 @@ def parse_run_response(body: Any) -> PipelineRunResult | PublishedRun:
     return structure(body, PipelineRunResult)
 
 
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def classify_dify_error(
     status: int,
     headers: Mapping[str, str],
@@ -218,58 +272,12 @@ def classify_dify_error(
     url: str | None = None,
     secrets: Iterable[str] = (),
 ) -> e.APIStatusError:
-    """The typed exception for a Dify error response.
+    """The typed exception for a Dify error response (the shared classifier, Dify's body shape).
 
-    The server's ``message`` becomes ``str(exc)`` (with any of ``secrets`` masked), ``code`` is kept
-    on ``exc.code``. ``rate_limit_error`` is a quota: ``QuotaExceededError``, never retried.
+    The server's ``message`` becomes ``str(exc)`` (its ``code`` when the message is empty, and
+    ``params`` when a 400 names them), with any of ``secrets`` masked; ``code`` is kept on
+    ``exc.code``. ``rate_limit_error`` is a quota: ``QuotaExceededError``, never retried.
     """
-    secrets = tuple(secrets)
-    body = decode_error_body(raw_body)
-    code: str | None = None
-    message: str | None = None
-    if isinstance(body, Mapping):
-        raw_code = body.get("code")
-        code = raw_code if isinstance(raw_code, str) and raw_code else None
-        raw_message = body.get("message", body.get("detail", body.get("error")))
-        if isinstance(raw_message, str) and raw_message.strip():
-            message = raw_message.strip()
-        elif raw_message is not None:
-            message = json.dumps(raw_message, default=str)
-    elif isinstance(body, str) and body.strip():
-        message = body.strip()
-    if message is None:
-        message = code or f"{status} error with no message"
-    elif code and code not in message:
-        message = f"{message} [{code}]"
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "…"
-    message = _redact(message, secrets)
-    if isinstance(body, str):
-        body = _redact(body, secrets)
-
-    cls: type[e.APIStatusError]
-    retryable: bool | None = None
-    if code in QUOTA_CODES:
-        cls = e.QuotaExceededError
-        retryable = False
-    elif code == "too_many_requests":
-        cls = e.RateLimitError
-    else:
-        cls = error_class_for(status)
-    request_id = None
-    for key, value in headers.items():
-        if key.lower() in ("x-request-id", "request-id", "x-trace-id"):
-            request_id = value
-            break
-    return cls(
-        message,
-        status_code=status,
-        detail=message,
-        body=body,
-        headers={k: v for k, v in headers.items() if k.lower() != "authorization"},
-        method=method,
-        url=url,
-        request_id=request_id,
-        code=code,
-        retryable=retryable,
+    return classify_status(
+        status, headers, raw_body, method=method, url=url, read=read_dify_error, secrets=secrets
     )

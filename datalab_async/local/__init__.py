@@ -3,22 +3,25 @@
 ``LocalDatalab`` speaks the Datalab pipeline, workflow, Files, collection and eval batch-run
 API (see PROTOCOL A1-A5) over real HTTP on 127.0.0.1, with knobs for latency, rate limits and
 injected faults. Run it standalone with ``python -m datalab_async.local --port 8000``.
+``LocalDify`` (``datalab_async.local.dify``) does the same for Dify's knowledge-pipeline API.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Knobs", "LocalDatalab", "serve_main"]
+__all__ = ["Knobs", "LocalDatalab", "LocalDify", "serve_main"]
 
 if TYPE_CHECKING:
     from .__main__ import serve_main
     from ._faults import Knobs
     from ._server import LocalDatalab
+    from .dify import LocalDify
 
 _LAZY = {
     "Knobs": "._faults",
     "LocalDatalab": "._server",
+    "LocalDify": ".dify",
     "serve_main": ".__main__",
 }
 
