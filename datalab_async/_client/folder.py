@@ -49,7 +49,9 @@ from .watch import WatchMixin
 
 __all__ = ["FolderEvent", "FolderMixin"]
 
-EventKind = Literal["queued", "submitted", "resuming", "done", "failed", "skipped"]
+EventKind = Literal[
+    "queued", "submitted", "resuming", "progress", "done", "failed", "skipped"
+]
 
 _RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
@@ -68,6 +70,7 @@ class FolderEvent:
     execution_id: str | None = None
     reason: str | None = None
     pages: int = 0
+    execution: PipelineExecution | None = None
 
 
 @attrs.define
