@@ -54,10 +54,10 @@ DEMO_INVOICE_SCHEMA: dict[str, Any] = {
 
 EXIT_CODES_HELP = """\
 exit codes:
-  0    every document done (or skipped: done by an earlier run)
-  1    a document or a request failed
+  0    success (run: every document done, or skipped as done before)
+  1    a document, an execution (watch) or a request failed
   2    usage error (bad arguments, missing API key, unknown paths)
-  130  interrupted (Ctrl-C); a re-run resumes from the manifest"""
+  130  interrupted (Ctrl-C); run again and it resumes from the manifest"""
 
 
 def add_parser(commands: Subparsers) -> None:

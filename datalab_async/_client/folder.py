@@ -49,9 +49,7 @@ from .watch import WatchMixin
 
 __all__ = ["FolderEvent", "FolderMixin"]
 
-EventKind = Literal[
-    "queued", "submitted", "resuming", "progress", "done", "failed", "skipped"
-]
+EventKind = Literal["queued", "submitted", "resuming", "progress", "done", "failed", "skipped"]
 
 _RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
