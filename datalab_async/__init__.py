@@ -7,6 +7,7 @@ from ._client.folder import FolderEvent
 from ._client.watch import CompletedExecution
 from ._config import PollPolicy, RetryPolicy, Timeouts
 from ._errors import (
+    AmbiguousSubmissionError,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -66,6 +67,7 @@ from ._models.events import ExecutionEvent, ExecutionStatusChanged, StepStatusCh
 from ._version import __version__
 
 __all__ = [
+    "AmbiguousSubmissionError",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",

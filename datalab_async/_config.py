@@ -47,7 +47,10 @@ class RetryPolicy:
     Idempotent requests (GET, PUT, DELETE) are retried on connection errors and on
     ``retry_statuses``. A POST that creates something (a pipeline run, an execution) is retried
     only where no duplicate can result: connection failures before the request was sent, and
-    ``post_retry_statuses`` (429, 503, 529: the server refused before doing any work).
+    ``post_retry_statuses`` (429, 503, 529: the server refused before doing any work). A run
+    POST that fails ambiguously (500/502/504, or the connection lost after sending) is sent
+    again only when the pipeline's execution list shows that nothing was created (up to
+    ``max_retries`` times); otherwise it raises ``AmbiguousSubmissionError``.
     """
 
     max_retries: int = 4
@@ -61,6 +64,9 @@ class RetryPolicy:
     retry_after_spread: float = 0.1  # up to +10% on Retry-After so waiters do not return at once
     retry_statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504, 529})
     post_retry_statuses: frozenset[int] = frozenset({429, 503, 529})
+    # Slack between our clock and the server's when looking for executions a failed run POST
+    # may have created (the server's Date header corrects larger offsets).
+    clock_skew: float = 2.0
 
     def __attrs_post_init__(self) -> None:
         if self.max_retries < 0:
@@ -97,6 +103,15 @@ class PollPolicy:
     a share of the execution's length. Measured on 10 s executions (benchmarks/bench_polling.py):
     the default costs about 8 GETs with a mean delay of 2.3 s; ``max_fraction=0.2`` about 17 GETs
     and 0.6 s. The default suits bulk work, where the API's request budget is the scarce part.
+
+    ``give_up_after``: a watch that sees nothing but failed polls (connection errors, 5xx, 429s,
+    each after the request's own retries) for this many seconds raises the last failure instead
+    of polling on (None: never give up). With the default, a wait on a dead host ends with
+    ``APIConnectionError`` within a minute.
+
+    ``coalesce``: when one client watches several executions of the same pipeline, one
+    ``GET /pipelines/{id}/executions`` per poll round updates all of those it lists (see
+    ``AsyncDatalabClient.status_board``); False polls each execution on its own.
     """
 
     initial: float = 0.25
@@ -104,6 +119,8 @@ class PollPolicy:
     max_interval: float = 5.0
     jitter: float = 0.2
     max_fraction: float | None = None
+    give_up_after: float | None = 60.0
+    coalesce: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not self.initial > 0:
@@ -116,6 +133,8 @@ class PollPolicy:
             raise ValueError("jitter must be within [0, 1)")
         if self.max_fraction is not None and not self.max_fraction > 0:
             raise ValueError("max_fraction must be > 0 (or None)")
+        if self.give_up_after is not None and not self.give_up_after > 0:
+            raise ValueError("give_up_after must be > 0 (or None)")
 
     def interval(self, n: int, elapsed: float | None = None) -> float:
         """Seconds to wait after poll number ``n`` (0-based), ``elapsed`` seconds into the wait."""

@@ -8,6 +8,7 @@
     ├── InsecureTransportError       the API key would go over plain http to a remote host
     ├── ResponseValidationError      a response body that does not match the expected model
     ├── WaitTimeoutError             a watch or wait passed its deadline (keeps the last state)
+    ├── AmbiguousSubmissionError     a failed run POST may have created an execution after all
     ├── APIConnectionError           the request never got a response
     │   └── APITimeoutError          ... because a timeout fired
     └── APIStatusError               the server answered with an error status
@@ -36,6 +37,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AmbiguousSubmissionError",
     "AuthenticationError",
     "BadRequestError",
     "ClientClosedError",
@@ -100,14 +102,42 @@ class APIConnectionError(DatalabError):
 
     retryable = True
 
-    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        request_sent: bool = True,
+    ) -> None:
         super().__init__(message)
         self.method = method
         self.url = url
+        # False only when the request certainly never reached the server (refused connect,
+        # connect timeout): then even a POST that creates something is safe to send again.
+        self.request_sent = request_sent
 
 
 class APITimeoutError(APIConnectionError):
     """A connect, read or upload timeout fired."""
+
+
+class AmbiguousSubmissionError(DatalabError):
+    """A run POST failed in a way that may still have created an execution (a 500/502/504, or
+    the connection lost after the body was sent), and the pipeline's execution list shows
+    execution(s) created since then that this client cannot account for.
+
+    The client never adopts one of ``execution_ids`` (it could be someone else's) and does not
+    submit again (it could be a duplicate). Check them yourself, e.g. with
+    ``get_pipeline_execution``. It subclasses ``DatalabError`` directly, not
+    ``APIStatusError``/``APIConnectionError``: the request's failure has been resolved into a
+    different fact. The original failure is ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, pipeline_id: str, execution_ids: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.pipeline_id = pipeline_id
+        self.execution_ids = execution_ids
 
 
 class APIStatusError(DatalabError):

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ._errors import ClientClosedError, InsecureTransportError, InvalidInputError
+from ._policy.ratelimit import RateLimiter
 from ._transport import HTTPTransport
 
 __all__ = ["TransportClient", "check_base_url", "is_loopback_host"]
@@ -49,6 +50,13 @@ class TransportClient:
     """Owns an ``HTTPTransport``: ``closed``, ``session``, ``aclose()`` and ``async with``."""
 
     _transport: HTTPTransport
+    _limiter: RateLimiter
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The client-wide limiter every attempt of every API request passes (retries
+        included): ``Retry-After`` pauses and ``max_requests_per_second`` pacing live here."""
+        return self._limiter
 
     @property
     def closed(self) -> bool:

@@ -1,9 +1,10 @@
-"""The thin aiohttp transport: sends protocol ``Request`` objects, with retries and timeouts.
+"""The thin aiohttp transport: sends one attempt of a protocol ``Request``.
 
-It owns no policy beyond "send this request, retry per the RetryPolicy, classify the failure":
-polling, fan-out and rate limiting live in the client. The API key is only ever attached to
-requests for the configured base URL's origin (so presigned URLs and cross-origin redirects never
-carry it) and never appears in log lines or exceptions.
+It knows nothing of retries, pacing or error classification: ``RequestPolicy``
+(``datalab_async/_policy/requests.py``) decides those for every client. It owns the session,
+per-phase timeouts, redirects and request bodies (rebuilt, files reopened, on every attempt).
+The API key is only ever attached to requests for the configured base URL's origin (so presigned
+URLs and cross-origin redirects never carry it) and never appears in log lines or exceptions.
 """
 
 from __future__ import annotations
@@ -11,28 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import attrs
 
-from ._config import RetryPolicy, Timeouts
+from ._config import Timeouts
 from ._errors import (
     APIConnectionError,
-    APIStatusError,
     APITimeoutError,
     ClientClosedError,
     InvalidInputError,
-    RateLimitError,
 )
-from ._protocol.errors import redact_error
-from ._protocol.http import FilePart, Multipart, Request, Response, retry_delay
+from ._protocol.http import FilePart, Multipart, Request
 
-__all__ = ["Classifier", "HTTPTransport", "RetryObserver"]
+__all__ = ["Attempt", "HTTPTransport", "loggable_url"]
 
 logger = logging.getLogger("datalab_async")
 
@@ -40,36 +37,18 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SMALL_FILE = 256 * 1024  # read whole; larger files are streamed from disk
 
 
-class Classifier(Protocol):
-    """Turns an error response into a typed exception (protocol-specific, pure)."""
-
-    def __call__(
-        self,
-        status: int,
-        headers: Mapping[str, str],
-        raw_body: bytes,
-        *,
-        method: str | None = None,
-        url: str | None = None,
-    ) -> APIStatusError: ...
-
-
-RetryObserver = Callable[[Request, "APIStatusError | APIConnectionError", float], Awaitable[None]]
-"""Called before each retry sleep with the failure and the delay; used by the rate limiter."""
-
-
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-def _loggable(url: str) -> str:
+def loggable_url(url: str) -> str:
     """The URL without its query string (presigned URLs carry signatures there)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-class _Attempt:
+class _Body:
     """One attempt's request body, rebuilt from the ``Request`` each time and closed after."""
 
     def __init__(self, request: Request, stream_starts: dict[int, int] | None = None) -> None:
@@ -141,39 +120,33 @@ def _read_small_file(path: Path) -> bytes:
 
 
 class HTTPTransport:
-    """Sends requests to one API with retries, per-phase timeouts and session ownership."""
+    """Sends one attempt of a request to one API, with per-phase timeouts and session ownership."""
 
     def __init__(
         self,
         *,
         base_url: str,
         auth_headers: Mapping[str, str],
-        classify: Classifier,
         session: aiohttp.ClientSession | None = None,
         timeouts: Timeouts | None = None,
-        retry: RetryPolicy | None = None,
         max_connections: int = 100,
         user_agent: str = "datalab-async",
         max_redirects: int = 5,
-        on_retry: RetryObserver | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self._auth_headers = dict(auth_headers)
         # The credential values (and the token inside "Bearer <token>"), never to be echoed back.
-        self._secrets = tuple(
+        self.secrets = tuple(
             {v for value in auth_headers.values() for v in (value, value.split(" ", 1)[-1]) if v}
         )
-        self._classify = classify
         self._session = session
         self._owns_session = session is None
         self.timeouts = timeouts or Timeouts()
-        self.retry = retry or RetryPolicy()
         self.max_connections = max_connections
         self._user_agent = user_agent
         self._max_redirects = max_redirects
         self._closed = False
-        self.on_retry = on_retry
         self._base_prefix = self.base_url + "/"
         t = self.timeouts
         self._plain_timeout = aiohttp.ClientTimeout(
@@ -184,6 +157,7 @@ class HTTPTransport:
 
     @property
     def closed(self) -> bool:
+        """True after ``aclose()``."""
         return self._closed
 
     @property
@@ -217,9 +191,14 @@ class HTTPTransport:
     # -- sending -----------------------------------------------------------------------------
 
     def url_for(self, request: Request) -> str:
+        """The absolute URL of ``request``."""
         if request.path.startswith(("http://", "https://")):
             return request.path
         return self.base_url + request.path
+
+    def is_own_origin(self, url: str) -> bool:
+        """Whether ``url`` belongs to this API (where the key may go)."""
+        return url.startswith(self._base_prefix) or _origin(url) == self._origin
 
     def _client_timeout(self, upload_size: int | None, uploading: bool) -> aiohttp.ClientTimeout:
         t = self.timeouts
@@ -233,213 +212,149 @@ class HTTPTransport:
     def _headers_for(self, url: str, request: Request) -> dict[str, str]:
         if not request.authenticated:
             return {}
-        if url.startswith(self._base_prefix) or _origin(url) == self._origin:
+        if self.is_own_origin(url):
             return self._auth_headers
         return {}
 
-    def _request_headers(self, url: str, request: Request, attempt: _Attempt) -> dict[str, str]:
+    def _request_headers(self, url: str, request: Request, body: _Body) -> dict[str, str]:
         headers = self._headers_for(url, request)
-        return {**headers, **attempt.headers} if attempt.headers else headers
+        return {**headers, **body.headers} if body.headers else headers
 
     async def _send(
         self, request: Request, stream_starts: dict[int, int]
-    ) -> tuple[aiohttp.ClientResponse, _Attempt]:
+    ) -> tuple[aiohttp.ClientResponse, _Body]:
         """One attempt, following redirects by hand. The caller must release the response."""
         session = self._get_session()
         url = self.url_for(request)
         params: list[tuple[str, str]] | None = list(request.params) or None
-        attempt = _Attempt(request, stream_starts)
+        body = _Body(request, stream_starts)
         try:
             for _ in range(self._max_redirects + 1):
-                kwargs = await attempt.body()
+                kwargs = await body.body()
                 response = await session.request(
-                    attempt.request.method,
+                    body.request.method,
                     url,
                     params=params,
-                    headers=self._request_headers(url, request, attempt),
-                    timeout=self._client_timeout(attempt.size, "data" in kwargs),
+                    headers=self._request_headers(url, request, body),
+                    timeout=self._client_timeout(body.size, "data" in kwargs),
                     allow_redirects=False,
                     **kwargs,
                 )
                 location = response.headers.get("Location")
                 if response.status not in _REDIRECTS or not location:
-                    return response, attempt
+                    return response, body
                 response.release()
-                attempt.close()
+                body.close()
                 url, params = urljoin(url, location), None
                 if response.status == 303 or (
-                    response.status in (301, 302) and attempt.request.method == "POST"
+                    response.status in (301, 302) and body.request.method == "POST"
                 ):
                     without_body = attrs.evolve(request, method="GET", json=None, multipart=None)
-                    attempt = _Attempt(without_body)
+                    body = _Body(without_body)
                 else:
-                    attempt = _Attempt(attempt.request, stream_starts)
+                    body = _Body(body.request, stream_starts)
             raise APIConnectionError(
                 f"too many redirects for {request.operation}",
                 method=request.method,
-                url=_loggable(self.url_for(request)),
+                url=loggable_url(self.url_for(request)),
             )
         except BaseException:
-            attempt.close()
+            body.close()
             raise
 
-    def _failure(self, request: Request, err: BaseException) -> _ConnectFailure | None:
-        """aiohttp's exception as ours; ``sent`` says whether the server may have acted on it."""
-        url = _loggable(self.url_for(request))
+    def connection_error(self, request: Request, err: BaseException) -> APIConnectionError | None:
+        """aiohttp's exception as ours (None for anything else). ``request_sent`` on the result
+        says whether the server may have acted on the request."""
+        url = loggable_url(self.url_for(request))
         op, method = request.operation, request.method
         if isinstance(err, aiohttp.ConnectionTimeoutError):
-            error: APIConnectionError = APITimeoutError(
-                f"timed out connecting for {op}", method=method, url=url
+            return APITimeoutError(
+                f"timed out connecting for {op}", method=method, url=url, request_sent=False
             )
-            return _ConnectFailure(error, sent=False)
         if isinstance(err, aiohttp.ClientConnectorError):
-            error = APIConnectionError(
-                f"could not connect for {op}: {err.os_error}", method=method, url=url
+            return APIConnectionError(
+                f"could not connect for {op}: {err.os_error}",
+                method=method,
+                url=url,
+                request_sent=False,
             )
-            return _ConnectFailure(error, sent=False)
         if isinstance(err, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
-            error = APITimeoutError(
+            return APITimeoutError(
                 f"timed out waiting for the response to {op}", method=method, url=url
             )
-            return _ConnectFailure(error, sent=True)
         if isinstance(err, aiohttp.ClientError | OSError):
             text = f": {err}" if str(err) else ""
-            error = APIConnectionError(
+            return APIConnectionError(
                 f"connection failed during {op}: {type(err).__name__}{text}",
                 method=method,
                 url=url,
             )
-            return _ConnectFailure(error, sent=True)
         return None
 
-    def connection_error(self, request: Request, err: BaseException) -> APIConnectionError | None:
-        """Map an aiohttp error raised while reading a streamed body onto our exceptions."""
-        mapped = self._failure(request, err)
-        return mapped.error if mapped is not None else None
+    async def send(
+        self,
+        request: Request,
+        *,
+        stream: bool = False,
+        stream_starts: dict[int, int] | None = None,
+    ) -> Attempt:
+        """Send ``request`` once and return whatever status came back.
 
-    async def _attempt(
-        self, request: Request, *, stream: bool, stream_starts: dict[int, int]
-    ) -> _Outcome:
-        """Send once; read the body unless streaming a success. Never leaves a response open
-        except the one it returns for a successful stream."""
+        The body is read, and the response released, unless ``stream`` is set and the status is
+        below 400: then the caller owns the open response. aiohttp failures are raised as
+        ``APIConnectionError``/``APITimeoutError``. ``stream_starts`` (kept by the caller across
+        attempts) remembers where caller-supplied seekable streams started, to rewind them.
+        """
         started = time.monotonic()
         try:
-            response, attempt = await self._send(request, stream_starts)
+            starts = {} if stream_starts is None else stream_starts
+            response, body = await self._send(request, starts)
         except aiohttp.InvalidURL as err:
             raise InvalidInputError(f"invalid URL for {request.operation}") from err
+        except Exception as err:
+            mapped = self.connection_error(request, err)
+            if mapped is None:
+                raise
+            raise mapped from err
+        keep_open = stream and response.status < 400
         try:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "%s %s -> %d in %.0f ms",
                     request.method,
-                    _loggable(str(response.url)),
+                    loggable_url(str(response.url)),
                     response.status,
                     (time.monotonic() - started) * 1000,
                 )
-            if stream and response.status < 400:
-                return _Outcome(response, None)
-            body = await response.read()
-            return _Outcome(response, body)
-        finally:
-            attempt.close()
-            if not (stream and response.status < 400):
-                response.release()
-
-    async def _with_retries(self, request: Request, *, stream: bool) -> _Outcome:
-        """Attempts until success or a failure the retry policy will not retry."""
-        retries = 0
-        rate_limited_wait = 0.0
-        stream_starts: dict[int, int] = {}
-        while True:
-            failure: APIStatusError | APIConnectionError
+            if keep_open:
+                return Attempt(response, None)
             try:
-                outcome = await self._attempt(request, stream=stream, stream_starts=stream_starts)
+                data = await response.read()
             except Exception as err:
-                mapped = self._failure(request, err)
+                mapped = self.connection_error(request, err)
                 if mapped is None:
                     raise
-                failure = mapped.error
-                delay = retry_delay(
-                    request, self.retry, retries, connection_error=True, sent=mapped.sent
-                )
-                logger.debug("%s %s failed: %s", request.method, failure.url, failure)
-                if delay is None:
-                    raise failure from err
-            else:
-                response = outcome.response
-                if response.status < 400:
-                    return outcome
-                failure = self._classify(
-                    response.status,
-                    dict(response.headers),
-                    outcome.body or b"",
-                    method=request.method,
-                    url=_loggable(str(response.url)),
-                )
-                redact_error(failure, self._secrets)
-                hint = failure.retryable if isinstance(failure, RateLimitError) else None
-                delay = retry_delay(
-                    request,
-                    self.retry,
-                    retries,
-                    status=response.status,
-                    headers=dict(response.headers),
-                    retryable_hint=hint,
-                    rate_limited_wait=rate_limited_wait,
-                )
-                if delay is None:
-                    raise failure
-                if response.status == 429:
-                    rate_limited_wait += delay
-            logger.debug(
-                "retrying %s %s in %.2f s after %s (retry %d of %d)",
-                request.method,
-                _loggable(self.url_for(request)),
-                delay,
-                type(failure).__name__,
-                retries + 1,
-                self.retry.max_retries,
-            )
-            if self.on_retry is not None:
-                await self.on_retry(request, failure, delay)
-            await asyncio.sleep(delay)
-            retries += 1
-
-    async def request(self, request: Request) -> Response:
-        """Send ``request`` (with retries) and return the fully read response (status < 400)."""
-        outcome = await self._with_retries(request, stream=False)
-        return Response(
-            status=outcome.response.status,
-            headers=dict(outcome.response.headers),
-            body=outcome.body or b"",
-            url=str(outcome.response.url),
-        )
-
-    @asynccontextmanager
-    async def stream(self, request: Request) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open a streamed response (retrying until a non-error status) and always release it.
-
-        The body is read by the caller; leaving the block early closes the connection instead of
-        returning a half-read one to the pool. Errors while reading are the caller's to map.
-        """
-        response = (await self._with_retries(request, stream=True)).response
-        try:
-            yield response
+                raise mapped from err
+            return Attempt(response, data)
         finally:
-            if response.content.at_eof():
+            body.close()
+            if not keep_open:
                 response.release()
-            else:
-                response.close()
 
 
 @attrs.frozen
-class _Outcome:
+class Attempt:
+    """The answer to one attempt: the response, and its body unless it is being streamed."""
+
     response: aiohttp.ClientResponse
     body: bytes | None
 
+    @property
+    def status(self) -> int:
+        """The HTTP status."""
+        return self.response.status
 
-class _ConnectFailure(Exception):
-    def __init__(self, error: APIConnectionError, *, sent: bool) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.sent = sent
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers as a plain dict."""
+        return dict(self.response.headers)

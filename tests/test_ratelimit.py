@@ -16,7 +16,7 @@ from datalab_async import (
     RetryPolicy,
     ServerError,
 )
-from datalab_async._client._ratelimit import RateLimiter
+from datalab_async._policy import RateLimiter
 
 from .conftest import ScriptedServer
 
@@ -189,9 +189,9 @@ async def test_other_origins_are_not_limited(scripted: ScriptedServer) -> None:
     async with AsyncDatalabClient(api_key=KEY, base_url="http://127.0.0.1:9") as client:
         from datalab_async._protocol.http import Request
 
-        assert not client._governed(Request("GET", scripted.url + "/file", "download"))
-        assert client._governed(Request("GET", "/api/v1/pipelines", "list"))
-        assert client._governed(Request("GET", "http://127.0.0.1:9/api/v1/x", "abs"))
+        assert not client._policy._governed(Request("GET", scripted.url + "/file", "download"))
+        assert client._policy._governed(Request("GET", "/api/v1/pipelines", "list"))
+        assert client._policy._governed(Request("GET", "http://127.0.0.1:9/api/v1/x", "abs"))
         client.rate_limiter.pause(5.0)
         started = time.monotonic()
         await client._send(Request("GET", scripted.url + "/file", "download", authenticated=False))

@@ -375,7 +375,7 @@ async def test_foreign_absolute_urls_never_carry_the_key(scripted: ScriptedServe
         async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
             # Even a request that would be authenticated gets no key on another origin.
             foreign = other.url.replace("127.0.0.1", "localhost") + "/bucket/out.json"
-            await client._transport.request(Request("GET", foreign, "probe"))
+            await client._policy.request(Request("GET", foreign, "probe"))
         assert "X-API-Key" not in other.calls[0][2]
     finally:
         await other.close()

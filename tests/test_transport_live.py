@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import tracemalloc
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from datalab_async import (
+    AmbiguousSubmissionError,
     APIConnectionError,
     AsyncDatalabClient,
     ClientClosedError,
@@ -99,14 +101,63 @@ async def test_execution_get_retries_429_with_retry_after_ms(scripted: ScriptedS
     assert ex.status.value == "pending" and scripted.count("GET", GET) == 2
 
 
-async def test_run_post_500_is_not_retried(scripted: ScriptedServer) -> None:
+async def test_run_post_500_is_not_resent_when_the_check_cannot_be_made(
+    scripted: ScriptedServer,
+) -> None:
+    # The 500 may have created an execution; the server offers no execution list to check
+    # (404), so the client cannot prove otherwise: one POST, an AmbiguousSubmissionError that
+    # keeps the server's message in its cause.
     scripted.route("POST", RUN, sequence(json_response({"detail": "boom inside"}, 500)))
     await scripted.start()
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=FAST) as client:
-        with pytest.raises(ServerError, match="boom inside") as info:
+        with pytest.raises(AmbiguousSubmissionError, match="boom inside") as info:
             await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
-    assert info.value.status_code == 500 and info.value.method == "POST"
+    cause = info.value.__cause__
+    assert isinstance(cause, ServerError) and cause.status_code == 500
+    assert cause.method == "POST" and info.value.execution_ids == ()
     assert scripted.count("POST", RUN) == 1
+
+
+async def test_run_post_500_with_nothing_created_is_resent(scripted: ScriptedServer) -> None:
+    scripted.route(
+        "POST",
+        RUN,
+        sequence(json_response({"detail": "boom inside"}, 500), json_response(EXECUTION)),
+    )
+    scripted.route(
+        "GET", "/api/v1/pipelines/pl_1/executions", sequence(json_response(LISTED_NOTHING))
+    )
+    await scripted.start()
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=FAST) as client:
+        execution = await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
+    assert execution.execution_id == "pex_9"
+    assert scripted.count("POST", RUN) == 2
+
+
+async def test_run_post_500_with_an_unknown_execution_is_ambiguous(
+    scripted: ScriptedServer,
+) -> None:
+    other = {**EXECUTION, "execution_id": "pex_other", "created": _iso_now()}
+    scripted.route("POST", RUN, sequence(json_response({"detail": "boom inside"}, 502)))
+    scripted.route(
+        "GET",
+        "/api/v1/pipelines/pl_1/executions",
+        sequence(json_response({"executions": [other], "total": 1})),
+    )
+    await scripted.start()
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=FAST) as client:
+        with pytest.raises(AmbiguousSubmissionError, match="pex_other") as info:
+            await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
+    assert info.value.execution_ids == ("pex_other",)
+    assert info.value.pipeline_id == "pl_1"
+    assert scripted.count("POST", RUN) == 1
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+LISTED_NOTHING = {"executions": [], "total": 0}
 
 
 async def test_get_500_then_200_is_retried(scripted: ScriptedServer) -> None:

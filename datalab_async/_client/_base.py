@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, TypeVar, overload
 
 import aiohttp
 
 from .._config import DEFAULT_BASE_URL, RetryPolicy, Timeouts
-from .._errors import (
-    APIConnectionError,
-    APIStatusError,
-    InvalidInputError,
-    ResponseValidationError,
-)
+from .._errors import InvalidInputError
 from .._lifecycle import TransportClient, check_base_url
 from .._models import structure
+from .._policy import RateLimiter, RequestPolicy
 from .._protocol.errors import classify_status
-from .._protocol.http import Request, Response
+from .._protocol.http import Request, Response, decode_json
 from .._transport import HTTPTransport
 from .._version import __version__
-from ._ratelimit import RateLimiter
 
-__all__ = ["BaseClient"]
+__all__ = ["BaseClient", "rate_limiter_for"]
 
 T = TypeVar("T")
 Self = TypeVar("Self", bound="BaseClient")
@@ -58,23 +52,17 @@ class BaseClient(TransportClient):
         self.base_url = check_base_url(base, allow_insecure_http=allow_insecure_http)
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
-        try:
-            self._limiter = RateLimiter(max_requests_per_second)
-        except (TypeError, ValueError) as err:
-            raise InvalidInputError(
-                f"max_requests_per_second must be > 0 (or None for no limit): {err}",
-                field="max_requests_per_second",
-            ) from err
+        self._limiter = rate_limiter_for(max_requests_per_second)
         self._transport = HTTPTransport(
             base_url=self.base_url,
             auth_headers={"X-API-Key": key.strip()},
-            classify=classify_status,
             session=session,
             timeouts=self.timeouts,
-            retry=self.retry,
             max_connections=max_connections,
             user_agent=f"datalab-async/{__version__}",
-            on_retry=self._on_retry,
+        )
+        self._policy = RequestPolicy(
+            self._transport, classify=classify_status, retry=self.retry, limiter=self._limiter
         )
 
     @classmethod
@@ -88,37 +76,8 @@ class BaseClient(TransportClient):
 
     # -- the request path --------------------------------------------------------------------
 
-    @property
-    def rate_limiter(self) -> RateLimiter:
-        """The client-wide limiter every API request waits on (shared by all tasks)."""
-        return self._limiter
-
-    def _governed(self, request: Request) -> bool:
-        # Only requests to our API count; presigned storage URLs have their own limits.
-        if not request.path.startswith(("http://", "https://")):
-            return True
-        return request.path.lower().startswith(self.base_url.lower() + "/")
-
-    async def _on_retry(
-        self, request: Request, failure: APIStatusError | APIConnectionError, delay: float
-    ) -> None:
-        if self._governed(request):
-            self._limiter.on_failure(failure, delay)
-            self._limiter.reserve()  # the retry will use a slot too
-
     async def _send(self, request: Request) -> Response:
-        governed = self._governed(request)
-        if governed:
-            await self._limiter.acquire()
-        try:
-            response = await self._transport.request(request)
-        except APIStatusError as err:
-            if governed:
-                self._limiter.on_failure(err)
-            raise
-        if governed:
-            self._limiter.on_success()
-        return response
+        return await self._policy.request(request)
 
     @overload
     async def _call(self, request: Request, model: type[T]) -> T: ...
@@ -135,15 +94,12 @@ class BaseClient(TransportClient):
         return structure(data, model, what=request.operation)
 
 
-def decode_json(response: Response, operation: str) -> Any:
-    """The JSON body of a successful response, or ResponseValidationError saying what came."""
-    if not response.body:
-        return None
+def rate_limiter_for(max_requests_per_second: float | None) -> RateLimiter:
+    """The client-wide limiter for a ``max_requests_per_second`` argument (checked)."""
     try:
-        return json.loads(response.body)
-    except ValueError as err:
-        ctype = response.content_type or "no content type"
-        preview = response.body[:200].decode("utf-8", "replace")
-        raise ResponseValidationError(
-            f"{operation}: expected a JSON body, got {ctype}: {preview!r}", body=preview
+        return RateLimiter(max_requests_per_second)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(
+            f"max_requests_per_second must be > 0 (or None for no limit): {err}",
+            field="max_requests_per_second",
         ) from err

@@ -24,9 +24,9 @@ from .._models import (
     UploadedFile,
     structure,
 )
+from .._policy import check_concurrency, gather_bounded, poll_states
 from .._protocol import collections as proto
 from ._base import BaseClient
-from ._policy import check_concurrency, gather_bounded, poll_until_terminal
 
 __all__ = ["CollectionsMixin", "EvalsMixin", "FilesMixin"]
 
@@ -247,7 +247,7 @@ class EvalsMixin(BaseClient):
     def _batch_runs(
         self, run_id: int | str, timeout: float | None, poll: PollPolicy | None
     ) -> AsyncGenerator[EvalBatchRun, None]:
-        return poll_until_terminal(
+        return poll_states(
             lambda: self.get_eval_batch_run(run_id),
             is_terminal=lambda r: r.is_terminal,
             describe=lambda r: f"status {r.status}, {r.completed_files}/{r.total_files} files",

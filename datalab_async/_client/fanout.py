@@ -1,16 +1,16 @@
 """Bounded fan-out: run a pipeline over many documents with O(concurrency) memory.
 
-Shape (after aiometer): a task group inside an async context manager; a feeder that waits for a
-free slot *before* pulling the next source and spawning its task, so neither the input nor the
-tasks are ever materialised; outcomes through a small memory stream, so a slow consumer stalls
-the workers (a worker keeps its slot until its outcome is taken) and thereby the feeder.
+The package's one bounded pool (``run_bounded``) runs inside an async context manager; each
+document is the one submit-then-wait (``_run_to_completion``); outcomes go through a small
+memory stream, so a slow consumer stalls the workers (a worker keeps its slot until its outcome
+is taken) and thereby the feeder.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,17 +18,15 @@ from typing import Any, TypeAlias
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._config import PollPolicy
-from .._errors import DatalabError, InvalidInputError, WaitTimeoutError
+from .._errors import DatalabError, InvalidInputError
 from .._models import ExecutionStatus, PipelineExecution
+from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
-from ._policy import check_concurrency, deadline_after, document_pace
-from ._ratelimit import RateLimiter
-from .watch import WatchMixin
+from .watch import RunTracker, WatchMixin
 
 __all__ = [
     "DocumentFailedError",
@@ -39,7 +37,6 @@ __all__ = [
 ]
 
 _URL_PREFIXES = ("http://", "https://", "datalab://")
-_RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
 
 def _bytes_repr(data: bytes | None) -> str:
@@ -191,36 +188,6 @@ class _Outcomes:
             raise StopAsyncIteration from None
 
 
-_END = object()
-
-
-class _Puller:
-    """Pulls one source at a time from an iterable or an async iterable."""
-
-    def __init__(self, sources: Iterable[Any] | AsyncIterable[Any]) -> None:
-        self._aiter: AsyncIterator[Any] | None = None
-        self._iter: Iterator[Any] | None = None
-        if isinstance(sources, AsyncIterable):
-            self._aiter = aiter(sources)
-        else:
-            self._iter = iter(sources)
-
-    async def next(self) -> Any:
-        if self._aiter is not None:
-            try:
-                return await anext(self._aiter)
-            except StopAsyncIteration:
-                return _END
-        assert self._iter is not None
-        return next(self._iter, _END)
-
-    async def aclose(self) -> None:
-        # An abandoned async generator would otherwise be finalised later in a new task.
-        if self._aiter is not None and inspect.isasyncgen(self._aiter):
-            with anyio.CancelScope(shield=True):
-                await self._aiter.aclose()
-
-
 def _check_sources(sources: object) -> Iterable[Any] | AsyncIterable[Any]:
     single = isinstance(sources, str | bytes | os.PathLike | DocumentSource) or (
         isinstance(sources, tuple)
@@ -357,66 +324,26 @@ class FanoutMixin(WatchMixin):
         run: _Run,
         send: MemoryObjectSendStream[DocumentOutcome],
     ) -> None:
-        slots = anyio.Semaphore(concurrency)
-        puller = _Puller(sources)
-        try:
-            with send:
-                async with anyio.create_task_group() as workers:
-                    try:
-                        await self._spawn_all(puller, slots, pace, run, send, workers)
-                    except Exception as err:
-                        # The source iterable itself failed: nothing sensible to go on with.
-                        # (Caught here, inside, so that it is not wrapped in an ExceptionGroup.)
-                        run.fail(err)
-        finally:
-            await puller.aclose()
-
-    async def _spawn_all(
-        self,
-        puller: _Puller,
-        slots: anyio.Semaphore,
-        pace: RateLimiter | None,
-        run: _Run,
-        send: MemoryObjectSendStream[DocumentOutcome],
-        workers: TaskGroup,
-    ) -> None:
-        index = 0
-        while True:
-            await slots.acquire()
-            try:
-                item = await puller.next()
-                if item is _END:
-                    slots.release()
-                    return
-                if pace is not None:
-                    await pace.acquire()
-            except BaseException:
-                slots.release()
-                raise
-            workers.start_soon(self._document, index, item, slots, run, send)
-            index += 1
-
-    async def _document(
-        self,
-        index: int,
-        item: Any,
-        slots: anyio.Semaphore,
-        run: _Run,
-        send: MemoryObjectSendStream[DocumentOutcome],
-    ) -> None:
-        try:
+        async def document(pair: tuple[int, Any]) -> None:
+            index, item = pair
+            if pace is not None:
+                await pace.acquire()
             outcome = await self._process(index, item, run)
             if run.fail_fast and not outcome.ok:
                 run.fail(outcome.error or DocumentFailedError(outcome))
                 return
             await send.send(outcome)
-        finally:
-            slots.release()
+
+        with send:
+            try:
+                await run_bounded(_numbered(sources), document, concurrency=concurrency)
+            except Exception as err:
+                # The source iterable itself failed: nothing sensible to go on with.
+                run.fail(err)
 
     async def _process(self, index: int, item: Any, run: _Run) -> DocumentOutcome:
         started = _now()
-        execution: PipelineExecution | None = None
-        results: dict[int, dict[str, Any]] = {}
+        tracker = RunTracker()
         error: BaseException | None = None
         try:
             source = DocumentSource.coerce(item)
@@ -424,37 +351,26 @@ class FanoutMixin(WatchMixin):
             source = DocumentSource(name=repr(item)[:120])
             error = err
         else:
-            deadline = deadline_after(run.timeout)
             try:
                 request = proto.run_pipeline(
                     run.pipeline_id, **source.run_arguments(), **run.run_options
                 )
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    execution = await self._call(request, PipelineExecution)
-                if scope.cancelled_caught or execution is None:
-                    raise WaitTimeoutError(
-                        f"{source.name}: the run was not accepted within {run.timeout} s"
-                    )
-                if not execution.is_terminal:
-                    remaining = None
-                    if run.timeout is not None:
-                        remaining = max(deadline - anyio.current_time(), 1e-3)
-                    execution = await self._wait(
-                        execution.execution_id, timeout=remaining, poll=run.poll, known=execution
-                    )
-                if run.fetch_results and execution.status in _RESULT_STATUSES:
-                    results = await self.fetch_step_results(execution)
-            except WaitTimeoutError as err:
-                if isinstance(err.last, PipelineExecution):
-                    execution = err.last
-                error = err
+                await self._run_to_completion(
+                    run.pipeline_id,
+                    tracker,
+                    request=request,
+                    deadline=deadline_after(run.timeout),
+                    timeout=run.timeout,
+                    poll=run.poll,
+                    fetch_results=run.fetch_results,
+                )
             except Exception as err:  # one document's failure is its outcome
                 error = err
         return DocumentOutcome(
             source=source,
             index=index,
-            execution=execution,
-            results=results,
+            execution=tracker.execution,
+            results=tracker.results,
             error=error,
             started_at=started,
             finished_at=_now(),
@@ -470,3 +386,23 @@ class FanoutMixin(WatchMixin):
         async with self.map_pipeline(pipeline_id, sources, **kwargs) as outcomes:
             collected = [outcome async for outcome in outcomes]
         return sorted(collected, key=lambda o: o.index)
+
+
+async def _numbered(sources: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:
+    """``(index, source)`` pairs, pulled lazily from an iterable or an async iterable."""
+    index = 0
+    if isinstance(sources, AsyncIterable):
+        iterator = aiter(sources)
+        try:
+            async for item in iterator:
+                yield index, item
+                index += 1
+        finally:
+            # An abandoned async generator would otherwise be finalised later in a new task.
+            if inspect.isasyncgen(iterator):
+                with anyio.CancelScope(shield=True):
+                    await iterator.aclose()
+    else:
+        for item in sources:
+            yield index, item
+            index += 1

@@ -12,7 +12,6 @@ on the recorded execution instead of submitting the document a second time.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -23,7 +22,7 @@ import anyio
 import attrs
 
 from .._config import PollPolicy
-from .._errors import InvalidInputError, NotFoundError, WaitTimeoutError
+from .._errors import InvalidInputError, NotFoundError
 from .._folder_manifest import (
     MANIFEST_NAME,
     DocState,
@@ -41,17 +40,14 @@ from .._folder_manifest import (
     write_file_inside,
 )
 from .._models import ExecutionStatus, PipelineExecution
+from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
-from ._policy import check_concurrency, deadline_after, document_pace
-from ._ratelimit import RateLimiter
-from .watch import WatchMixin
+from .watch import RunTracker, WatchMixin
 
 __all__ = ["FolderEvent", "FolderMixin"]
 
 EventKind = Literal["queued", "submitted", "resuming", "progress", "done", "failed", "skipped"]
-
-_RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
 
 @attrs.frozen
@@ -59,8 +55,10 @@ class FolderEvent:
     """Progress of one document in ``process_folder`` (for ``on_event`` callbacks).
 
     ``kind``: ``queued`` (about to upload), ``submitted`` (the run was accepted),
-    ``resuming`` (waiting on an execution an earlier run submitted), ``done``, ``failed``
-    (``reason`` says why) or ``skipped`` (done by an earlier run).
+    ``resuming`` (waiting on an execution an earlier run submitted), ``progress`` (a new
+    state of the document's execution was polled: ``execution`` holds it, e.g. to show the
+    current step), ``done``, ``failed`` (``reason`` says why) or ``skipped`` (done by an
+    earlier run).
     """
 
     relative: str
@@ -91,29 +89,43 @@ class _Work:
 
 
 class _Job:
-    """The settings and shared state of one ``process_folder`` call."""
+    """One ``process_folder`` call: its settings, shared state and the work per document.
+
+    Each document is: the client's one submit-then-wait (``_run_to_completion``) → manifest
+    ``submitted`` with the execution id, flushed and fsynced before anything else → wait →
+    fetch the step results → write them → manifest ``completed`` / ``failed``.
+    """
 
     def __init__(
         self,
+        client: WatchMixin,
         *,
         pipeline_id: str,
         out_dir: Path,
         manifest: Manifest,
+        states: dict[str, DocState],
         config: str,
         run_options: dict[str, Any],
         timeout: float | None,
         poll: PollPolicy | None,
+        pace: RateLimiter | None,
         on_event: Callable[[FolderEvent], object] | None,
     ) -> None:
+        self.client = client
         self.pipeline_id = pipeline_id
         self.out_dir = out_dir
         self.manifest = manifest
+        self.states = states
         self.config = config
         self.run_options = run_options
         self.timeout = timeout
         self.poll = poll
+        self.pace = pace
         self.on_event = on_event
         self.tally = _Tally()
+        # Executions an earlier run of this folder submitted: the client accounts for them
+        # when it checks what an ambiguous run POST may have created.
+        self.known = {s.execution_id for s in states.values() if s.execution_id is not None}
         self._fsync_lock = anyio.Lock()
         self._synced = 0
 
@@ -134,6 +146,187 @@ class _Job:
     def fail(self, relative: str, reason: str, execution_id: str | None = None) -> None:
         self.tally.failed.append((relative, reason))
         self.emit(relative, "failed", execution_id=execution_id, reason=reason)
+
+    # -- planning ----------------------------------------------------------------------------
+
+    async def plan(self, entries: Iterator[FolderEntry]) -> AsyncIterator[_Work]:
+        """Decide per document: skip (done), resume (submitted, unfinished) or submit."""
+        for entry in entries:
+            state = self.states.get(entry.relative)
+            fingerprint: FileFingerprint | None = None
+            if state is not None and state.config == self.config:
+                same = False
+                try:
+                    info = os.stat(entry.path)
+                    same = state.same_file(info.st_size, info.st_mtime_ns)
+                    if not same and state.sha256 is not None:
+                        fingerprint = await anyio.to_thread.run_sync(fingerprint_file, entry.path)
+                        same = fingerprint.sha256 == state.sha256
+                except OSError:
+                    same = False
+                if same and state.status == "completed":
+                    self.tally.skipped.append(entry.relative)
+                    self.emit(entry.relative, "skipped", execution_id=state.execution_id)
+                    continue
+                if same and state.status == "submitted" and state.execution_id is not None:
+                    yield _Work(entry, fingerprint, resume_id=state.execution_id)
+                    continue
+            yield _Work(entry, fingerprint)
+
+    # -- one document ------------------------------------------------------------------------
+
+    async def document(self, item: _Work) -> None:
+        """Resume or submit one document, and record how it ended."""
+        relative = item.entry.relative
+        deadline = deadline_after(self.timeout)
+        if item.resume_id is not None:
+            self.emit(relative, "resuming", execution_id=item.resume_id)
+            stub = PipelineExecution(
+                execution_id=item.resume_id,
+                pipeline_id=self.pipeline_id,
+                status=ExecutionStatus.PENDING,
+            )
+            try:
+                await self._finish(item, RunTracker(stub), None, deadline, resumed=True)
+                return
+            except NotFoundError:
+                # The server no longer knows the execution (or its results expired): only a
+                # new submission can produce results now.
+                pass
+        await self._submit(item, deadline)
+
+    async def _submit(self, item: _Work, deadline: float) -> None:
+        relative, path = item.entry.relative, item.entry.path
+        if self.pace is not None:
+            await self.pace.acquire()
+        self.emit(relative, "queued")
+        try:
+            fingerprint = item.fingerprint or await anyio.to_thread.run_sync(fingerprint_file, path)
+            request = proto.run_pipeline(
+                self.pipeline_id,
+                file_path=path,
+                allow_any_file_type=True,  # the walk already chose which files to send
+                **self.run_options,
+            )
+        except Exception as err:
+            self._record_failure(relative, _describe(err))
+            return
+
+        async def submitted(execution: PipelineExecution) -> None:
+            # Durable before anything else: a re-run must find this id, not submit again.
+            assert fingerprint is not None
+            self.manifest.record(
+                "submitted",
+                relative,
+                self.config,
+                execution_id=execution.execution_id,
+                pipeline_id=self.pipeline_id,
+                sha256=fingerprint.sha256,
+                size=fingerprint.size,
+                mtime_ns=fingerprint.mtime_ns,
+            )
+            await self.durable()
+            self.emit(relative, "submitted", execution_id=execution.execution_id)
+
+        tracker = RunTracker()
+        try:
+            await self._finish(item, tracker, (request, submitted), deadline)
+        except NotFoundError as err:
+            if tracker.execution is None:
+                self._record_failure(relative, _describe(err))
+            else:
+                self._interrupted(relative, tracker.execution.execution_id, err)
+
+    def _record_failure(self, relative: str, reason: str) -> None:
+        """Nothing was submitted: recorded as failed, so a re-run submits it again."""
+        self.manifest.record("failed", relative, self.config, reason=reason)
+        self.fail(relative, reason)
+
+    def _interrupted(self, relative: str, execution_id: str, error: BaseException) -> None:
+        # Not recorded as failed: the execution may still finish, and a re-run resumes it.
+        reason = f"{_describe(error)} (execution {execution_id}; a re-run resumes it)"
+        self.fail(relative, reason, execution_id)
+
+    async def _finish(
+        self,
+        item: _Work,
+        tracker: RunTracker,
+        submit: tuple[Any, Callable[[PipelineExecution], Any]] | None,
+        deadline: float,
+        *,
+        resumed: bool = False,
+    ) -> None:
+        """Submit (when ``submit`` is given) or resume, wait, fetch and write the results,
+        record the outcome. Raises NotFoundError (execution or results gone) for the caller
+        to decide; other failures end up in the summary."""
+        relative = item.entry.relative
+        request, on_submitted = submit if submit is not None else (None, None)
+        try:
+            execution = await self.client._run_to_completion(
+                self.pipeline_id,
+                tracker,
+                request=request,
+                deadline=deadline,
+                timeout=self.timeout,
+                poll=self.poll,
+                fetch_results=True,
+                known=self.known,
+                on_submitted=on_submitted,
+                on_state=lambda state: self.emit(
+                    relative, "progress", execution_id=state.execution_id, execution=state
+                ),
+            )
+            files = await anyio.to_thread.run_sync(
+                _write_results, self.out_dir, relative, execution, tracker.results
+            )
+        except NotFoundError:
+            raise
+        except Exception as err:
+            if tracker.execution is None:
+                self._record_failure(relative, _describe(err))
+            else:
+                self._interrupted(relative, tracker.execution.execution_id, err)
+            return
+        self._record_outcome(relative, execution, tracker.results, files, resumed=resumed)
+
+    def _record_outcome(
+        self,
+        relative: str,
+        execution: PipelineExecution,
+        results: dict[int, dict[str, Any]],
+        files: list[str],
+        *,
+        resumed: bool,
+    ) -> None:
+        execution_id = execution.execution_id
+        if execution.status is ExecutionStatus.COMPLETED:
+            pages = count_pages(results)
+            self.manifest.record(
+                "completed",
+                relative,
+                self.config,
+                execution_id=execution_id,
+                status=str(execution.status),
+                files=files,
+                pages=pages,
+            )
+            self.tally.done.append(relative)
+            if resumed:
+                self.tally.resumed.append(relative)
+            self.tally.pages += pages
+            self.emit(relative, "done", execution_id=execution_id, pages=pages)
+        else:
+            reason = _execution_failure(execution)
+            self.manifest.record(
+                "failed",
+                relative,
+                self.config,
+                execution_id=execution_id,
+                status=str(execution.status),
+                files=files,
+                reason=reason,
+            )
+            self.fail(relative, reason, execution_id)
 
 
 def _describe(error: BaseException) -> str:
@@ -279,20 +472,23 @@ class FolderMixin(WatchMixin):
         started = time.monotonic()
         target, manifest, states = await anyio.to_thread.run_sync(_prepare, Path(out_dir), resume)
         job = _Job(
+            self,
             pipeline_id=pipeline_id,
             out_dir=target,
             manifest=manifest,
+            states=states,
             config=config_fingerprint(pipeline_id, run_options),
             run_options=run_options,
             timeout=timeout,
             poll=poll,
+            pace=pace,
             on_event=on_event,
         )
         try:
             entries = _unique_entries(
                 inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
             )
-            await self._folder_pool(self._folder_plan(entries, states, job), concurrency, pace, job)
+            await run_bounded(job.plan(entries), job.document, concurrency=concurrency)
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -311,203 +507,6 @@ class FolderMixin(WatchMixin):
             resumed=tuple(tally.resumed),
             ignored=tuple(tally.ignored),
         )
-
-    # -- planning ----------------------------------------------------------------------------
-
-    async def _folder_plan(
-        self, entries: Iterator[FolderEntry], states: dict[str, DocState], job: _Job
-    ) -> AsyncIterator[_Work]:
-        """Decide per document: skip (done), resume (submitted, unfinished) or submit."""
-        for entry in entries:
-            state = states.get(entry.relative)
-            fingerprint: FileFingerprint | None = None
-            if state is not None and state.config == job.config:
-                same = False
-                try:
-                    info = os.stat(entry.path)
-                    same = state.same_file(info.st_size, info.st_mtime_ns)
-                    if not same and state.sha256 is not None:
-                        fingerprint = await anyio.to_thread.run_sync(fingerprint_file, entry.path)
-                        same = fingerprint.sha256 == state.sha256
-                except OSError:
-                    same = False
-                if same and state.status == "completed":
-                    job.tally.skipped.append(entry.relative)
-                    job.emit(entry.relative, "skipped", execution_id=state.execution_id)
-                    continue
-                if same and state.status == "submitted" and state.execution_id is not None:
-                    yield _Work(entry, fingerprint, resume_id=state.execution_id)
-                    continue
-            yield _Work(entry, fingerprint)
-
-    # -- the pool ----------------------------------------------------------------------------
-
-    async def _folder_pool(
-        self,
-        work: AsyncIterator[_Work],
-        concurrency: int,
-        pace: RateLimiter | None,
-        job: _Job,
-    ) -> None:
-        slots = anyio.Semaphore(concurrency)
-
-        async def run_one(item: _Work) -> None:
-            try:
-                await self._folder_document(item, job)
-            finally:
-                slots.release()
-
-        try:
-            async with anyio.create_task_group() as tg:
-                while True:
-                    await slots.acquire()
-                    try:
-                        item = await anext(work, None)
-                        if item is None:
-                            slots.release()
-                            break
-                        if pace is not None and item.resume_id is None:
-                            await pace.acquire()
-                    except BaseException:
-                        slots.release()
-                        raise
-                    tg.start_soon(run_one, item)
-        finally:
-            aclose = getattr(work, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-
-    async def _folder_document(self, item: _Work, job: _Job) -> None:
-        relative = item.entry.relative
-        deadline = deadline_after(job.timeout)
-        if item.resume_id is not None:
-            job.emit(relative, "resuming", execution_id=item.resume_id)
-            try:
-                await self._folder_finish(item, item.resume_id, None, deadline, job, resumed=True)
-                return
-            except NotFoundError:
-                # The server no longer knows the execution (or its results expired): only a
-                # new submission can produce results now.
-                pass
-        await self._folder_submit(item, deadline, job)
-
-    async def _folder_submit(self, item: _Work, deadline: float, job: _Job) -> None:
-        relative, path = item.entry.relative, item.entry.path
-        job.emit(relative, "queued")
-        try:
-            fingerprint = item.fingerprint or await anyio.to_thread.run_sync(fingerprint_file, path)
-            request = proto.run_pipeline(
-                job.pipeline_id,
-                file_path=path,
-                allow_any_file_type=True,  # the walk already chose which files to send
-                **job.run_options,
-            )
-            execution: PipelineExecution | None = None
-            with anyio.CancelScope(deadline=deadline) as scope:
-                execution = await self._call(request, PipelineExecution)
-            if execution is None or scope.cancelled_caught:
-                raise WaitTimeoutError(f"the run was not accepted within {job.timeout} s")
-        except Exception as err:
-            reason = _describe(err)
-            job.manifest.record("failed", relative, job.config, reason=reason)
-            job.fail(relative, reason)
-            return
-        assert fingerprint is not None
-        # Durable before anything else: a re-run must find this id, not submit again.
-        job.manifest.record(
-            "submitted",
-            relative,
-            job.config,
-            execution_id=execution.execution_id,
-            pipeline_id=job.pipeline_id,
-            sha256=fingerprint.sha256,
-            size=fingerprint.size,
-            mtime_ns=fingerprint.mtime_ns,
-        )
-        with anyio.CancelScope(shield=True):
-            await job.durable()
-        job.emit(relative, "submitted", execution_id=execution.execution_id)
-        try:
-            await self._folder_finish(item, execution.execution_id, execution, deadline, job)
-        except NotFoundError as err:
-            self._folder_interrupted(relative, execution.execution_id, err, job)
-
-    def _folder_interrupted(
-        self, relative: str, execution_id: str, error: BaseException, job: _Job
-    ) -> None:
-        # Not recorded as failed: the execution may still finish, and a re-run resumes it.
-        reason = f"{_describe(error)} (execution {execution_id}; a re-run resumes it)"
-        job.fail(relative, reason, execution_id)
-
-    async def _folder_finish(
-        self,
-        item: _Work,
-        execution_id: str,
-        execution: PipelineExecution | None,
-        deadline: float,
-        job: _Job,
-        *,
-        resumed: bool = False,
-    ) -> None:
-        """Wait for the execution, fetch and write its results, record the outcome.
-
-        Raises NotFoundError (execution or results gone) for the caller to decide; other
-        failures end up in the summary.
-        """
-        relative = item.entry.relative
-        try:
-            if execution is None or not execution.is_terminal:
-                remaining = None
-                if not math.isinf(deadline):
-                    remaining = max(deadline - anyio.current_time(), 1e-3)
-                execution = await self._wait(
-                    execution_id, timeout=remaining, poll=job.poll, known=execution
-                )
-            results: dict[int, dict[str, Any]] = {}
-            if execution.status in _RESULT_STATUSES:
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    results = await self.fetch_step_results(execution)
-                if scope.cancelled_caught:
-                    raise WaitTimeoutError(
-                        f"the results were not fetched within {job.timeout} s", last=execution
-                    )
-            files = await anyio.to_thread.run_sync(
-                _write_results, job.out_dir, relative, execution, results
-            )
-        except NotFoundError:
-            raise
-        except Exception as err:
-            self._folder_interrupted(relative, execution_id, err, job)
-            return
-        pages = count_pages(results)
-        if execution.status is ExecutionStatus.COMPLETED:
-            job.manifest.record(
-                "completed",
-                relative,
-                job.config,
-                execution_id=execution_id,
-                status=str(execution.status),
-                files=files,
-                pages=pages,
-            )
-            job.tally.done.append(relative)
-            if resumed:
-                job.tally.resumed.append(relative)
-            job.tally.pages += pages
-            job.emit(relative, "done", execution_id=execution_id, pages=pages)
-        else:
-            reason = _execution_failure(execution)
-            job.manifest.record(
-                "failed",
-                relative,
-                job.config,
-                execution_id=execution_id,
-                status=str(execution.status),
-                files=files,
-                reason=reason,
-            )
-            job.fail(relative, reason, execution_id)
 
 
 def _prepare(out_dir: Path, resume: bool) -> tuple[Path, Manifest, dict[str, DocState]]:

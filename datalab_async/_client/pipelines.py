@@ -17,14 +17,14 @@ from .._models import (
     StepConfig,
 )
 from .._protocol import pipelines as proto
-from ._base import BaseClient
+from .submit import SubmitMixin
 
 __all__ = ["PipelinesMixin"]
 
 StepDefinition = Mapping[str, Any] | StepConfig
 
 
-class PipelinesMixin(BaseClient):
+class PipelinesMixin(SubmitMixin):
     """Pipeline runs, executions, results and management."""
 
     async def run_pipeline(
@@ -51,7 +51,11 @@ class PipelinesMixin(BaseClient):
         draft if none is published), ``0`` → the draft, ``N`` → that version.
 
         The request is retried only where no duplicate execution can result: connect failures
-        and 429/503/529. A 500 or a dropped connection after sending is raised, not retried.
+        and 429/503/529 are retried as they are. After a 500/502/504 or a connection lost once
+        the body was sent, the client lists the pipeline's executions: it submits again only if
+        nothing was created, and raises ``AmbiguousSubmissionError`` (naming the executions it
+        cannot account for) otherwise. A one-shot stream (``file`` as an async iterable or an
+        unseekable file object) is never sent twice: its failure is raised as it is.
         """
         request = proto.run_pipeline(
             pipeline_id,
@@ -67,7 +71,7 @@ class PipelinesMixin(BaseClient):
             version=version,
             allow_any_file_type=allow_any_file_type,
         )
-        return await self._call(request, PipelineExecution)
+        return await self._submit_run(request, pipeline_id)
 
     async def get_pipeline_execution(self, execution_id: str) -> PipelineExecution:
         """The current state of an execution."""

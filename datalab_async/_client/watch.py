@@ -1,46 +1,41 @@
 """Watching executions: typed status events, waits with deadlines, run-and-wait.
 
-Polling starts fast and backs off with jitter to a cap (``PollPolicy``). A poll that fails with a
-transient error (429, 5xx, a dropped connection) never ends a watch: after the transport's own
-retries give up, the watch keeps trying with backoff (honouring ``Retry-After``) until its
-deadline. Errors that will not heal (401, 403, 404, 422, a quota) end it. A webhook notification
+Every watch is the package's one poll loop (``datalab_async._policy.poll_states``): polls
+start fast and back off with jitter to a cap (``PollPolicy``); transient failures are retried
+with backoff (honouring ``Retry-After``); ``PollPolicy.give_up_after`` seconds of nothing but
+failures raise the last one; errors that will not heal (401, 403, 404, 422, a quota) end it.
+When the client watches several executions of one pipeline their polls are coalesced into one
+list request per round (``StatusBoard``). A webhook notification
 (``client.notifier.notify(execution_id)``, see ``datalab_async.webhooks``) makes waiters poll at
 once instead of sleeping until their next poll.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Container
+from contextlib import ExitStack, aclosing
 from typing import Any
 
 import anyio
 import attrs
 
 from .._config import PollPolicy
-from .._errors import (
-    APIConnectionError,
-    InvalidInputError,
-    RateLimitError,
-    ServerError,
-    WaitTimeoutError,
-)
+from .._errors import InvalidInputError, WaitTimeoutError
 from .._models import ExecutionStatus, PipelineExecution, StepStatus
 from .._models.events import ExecutionEvent, diff_executions
+from .._policy import deadline_after, poll_states
 from .._protocol import pipelines as proto
-from .._protocol.http import parse_retry_after
-from ._base import BaseClient
+from .._protocol.http import Request, decode_json
+from ._board import StatusBoard
 from ._notify import ExecutionNotifier
-from ._policy import deadline_after
+from .submit import SubmitMixin
 
-__all__ = ["CompletedExecution", "WatchMixin"]
+__all__ = ["CompletedExecution", "RunTracker", "WatchMixin"]
 
 logger = logging.getLogger("datalab_async")
 
-_TRANSIENT = (RateLimitError, ServerError, APIConnectionError)
+RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
 
 @attrs.frozen
@@ -57,18 +52,34 @@ class CompletedExecution:
 
     @property
     def status(self) -> ExecutionStatus:
+        """The execution's terminal status."""
         return self.execution.status
 
     @property
     def execution_id(self) -> str:
+        """The execution's id."""
         return self.execution.execution_id
 
 
-class WatchMixin(BaseClient):
+@attrs.define
+class RunTracker:
+    """How far a submit-then-wait got: the last execution state seen and the results fetched.
+    Read after a failure to report what is known (e.g. the execution id to resume)."""
+
+    execution: PipelineExecution | None = None
+    results: dict[int, dict[str, Any]] = attrs.field(factory=dict)
+
+
+def _describe_execution(execution: PipelineExecution) -> str:
+    return f"last status {execution.status}"
+
+
+class WatchMixin(SubmitMixin):
     """Status streams and waits for pipeline executions."""
 
     default_poll: PollPolicy = PollPolicy()
     _notifier: ExecutionNotifier | None = None
+    _board: StatusBoard | None = None
 
     @property
     def notifier(self) -> ExecutionNotifier:
@@ -76,6 +87,20 @@ class WatchMixin(BaseClient):
         if self._notifier is None:
             self._notifier = ExecutionNotifier()
         return self._notifier
+
+    @property
+    def status_board(self) -> StatusBoard:
+        """The coalesced status polls of this client's watches (``stats()`` counts them)."""
+        if self._board is None:
+            self._board = StatusBoard(self._list_page, self._get_execution, self._limiter)
+        return self._board
+
+    async def _list_page(self, pipeline_id: str, limit: int) -> Any:
+        request = proto.list_pipeline_executions(pipeline_id, limit=limit)
+        return decode_json(await self._send(request), request.operation)
+
+    async def _get_execution(self, execution_id: str) -> PipelineExecution:
+        return await self._call(proto.get_pipeline_execution(execution_id), PipelineExecution)
 
     async def _executions(
         self,
@@ -90,60 +115,39 @@ class WatchMixin(BaseClient):
         With ``known`` (a state the caller just received, e.g. from the run response) the first
         poll waits one interval instead of asking again at once.
         """
-        request = proto.get_pipeline_execution(execution_id)
-        deadline = deadline_after(timeout)
+        proto.get_pipeline_execution(execution_id)  # check the id before anything else
         policy = poll or self.default_poll
-        last: PipelineExecution | None = None
-        polls = failures = 0
-        has_deadline = not math.isinf(deadline)
-        started = anyio.current_time()
+        board = self.status_board if policy.coalesce else None
+        with ExitStack() as registrations, self.notifier.subscribe(execution_id) as wakeup:
+            pipeline_id = known.pipeline_id if known is not None else None
+            if board is not None and pipeline_id is not None:
+                registrations.enter_context(board.watching(pipeline_id, execution_id))
 
-        def timed_out() -> WaitTimeoutError:
-            seen = f"last status {last.status}" if last is not None else "no status seen yet"
-            return WaitTimeoutError(
-                f"execution {execution_id} did not finish within {timeout} s ({seen})", last=last
+            async def fetch() -> PipelineExecution:
+                nonlocal pipeline_id
+                if board is None:
+                    return await self._get_execution(execution_id)
+                if pipeline_id is not None:
+                    return await board.fetch(pipeline_id, execution_id)
+                state = await self._get_execution(execution_id)
+                pipeline_id = state.pipeline_id
+                registrations.enter_context(board.watching(pipeline_id, execution_id))
+                return state
+
+            states = poll_states(
+                fetch,
+                is_terminal=lambda e: e.is_terminal,
+                describe=_describe_execution,
+                what=f"execution {execution_id}",
+                timeout=timeout,
+                poll=policy,
+                retry=self.retry,
+                wakeup=wakeup,
+                known=known,
             )
-
-        with self.notifier.subscribe(execution_id) as wakeup:
-            if known is not None:
-                last, polls = known, 1
-                await wakeup.wait(min(policy.interval(0), max(deadline - anyio.current_time(), 0)))
-            while True:
-                if anyio.current_time() >= deadline:
-                    raise timed_out()
-                wakeup.clear()
-                current: PipelineExecution | None = None
-                wait = policy.interval(polls, anyio.current_time() - started)
-                # A cancel scope per poll only when there is a deadline to enforce (hot path).
-                scope = anyio.CancelScope(deadline=deadline) if has_deadline else None
-                with scope if scope is not None else contextlib.nullcontext():
-                    try:
-                        current = await self._call(request, PipelineExecution)
-                    except _TRANSIENT as err:
-                        if not err.retryable:
-                            raise
-                        retry_after = parse_retry_after(getattr(err, "headers", {}))
-                        wait = max(wait, self.retry.backoff(failures, retry_after))
-                        failures += 1
-                        logger.debug(
-                            "polling %s failed (%s); trying again in %.2f s",
-                            execution_id,
-                            err,
-                            wait,
-                        )
-                if scope is not None and scope.cancelled_caught:
-                    raise timed_out()
-                if current is not None:
-                    failures = 0
-                    last = current
-                    yield current
-                    if current.is_terminal:
-                        return
-                    polls += 1
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    raise timed_out()
-                await wakeup.wait(min(wait, remaining))
+            async with aclosing(states):
+                async for state in states:
+                    yield state
 
     async def watch_execution(
         self,
@@ -164,8 +168,9 @@ class WatchMixin(BaseClient):
                         print("execution", new)
 
         The first poll reports the initial state (``old`` is None). Past ``timeout`` seconds it
-        raises ``WaitTimeoutError`` whose ``.last`` is the last execution seen. Safe to leave
-        with ``break`` (no request is in flight between events) or to cancel.
+        raises ``WaitTimeoutError`` whose ``.last`` is the last execution seen; after
+        ``poll.give_up_after`` seconds of failed polls, the last failure. Safe to leave with
+        ``break`` (no request is in flight between events) or to cancel.
         """
         previous: PipelineExecution | None = None
         async with aclosing(
@@ -184,25 +189,32 @@ class WatchMixin(BaseClient):
         poll: PollPolicy | None = None,
     ) -> PipelineExecution:
         """Poll until the execution is terminal and return it (``WaitTimeoutError`` past
-        ``timeout`` seconds, with ``.last`` set). A failed execution is returned, not raised."""
-        return await self._wait(execution_id, timeout=timeout, poll=poll)
+        ``timeout`` seconds, with ``.last`` set; the last failure after ``poll.give_up_after``
+        seconds of nothing but failed polls). A failed execution is returned, not raised."""
+        tracker = RunTracker()
+        await self._await_terminal(execution_id, tracker, timeout=timeout, poll=poll)
+        assert tracker.execution is not None
+        return tracker.execution
 
-    async def _wait(
+    async def _await_terminal(
         self,
         execution_id: str,
+        tracker: RunTracker,
         *,
         timeout: float | None,  # noqa: ASYNC109 - raises WaitTimeoutError(last=...)
         poll: PollPolicy | None,
-        known: PipelineExecution | None = None,
-    ) -> PipelineExecution:
-        last: PipelineExecution | None = None
+        on_state: Callable[[PipelineExecution], object] | None = None,
+    ) -> None:
+        known = tracker.execution
+        if known is not None and known.is_terminal:
+            return
         async with aclosing(
             self._executions(execution_id, timeout=timeout, poll=poll, known=known)
         ) as executions:
             async for current in executions:
-                last = current
-        assert last is not None and last.is_terminal
-        return last
+                tracker.execution = current
+                if on_state is not None:
+                    on_state(current)
 
     async def fetch_step_results(self, execution: PipelineExecution) -> dict[int, dict[str, Any]]:
         """The results of the execution's completed steps that have one, keyed by step index.
@@ -216,6 +228,55 @@ class WatchMixin(BaseClient):
                 data = await self._call(request)
                 results[step.step_index] = data if isinstance(data, dict) else {"result": data}
         return results
+
+    async def _run_to_completion(
+        self,
+        pipeline_id: str,
+        tracker: RunTracker,
+        *,
+        request: Request | None,
+        deadline: float,
+        timeout: float | None,  # noqa: ASYNC109 - only for messages; ``deadline`` enforces it
+        poll: PollPolicy | None,
+        fetch_results: bool,
+        known: Container[str] = (),
+        on_submitted: Callable[[PipelineExecution], Awaitable[None]] | None = None,
+        on_state: Callable[[PipelineExecution], object] | None = None,
+    ) -> PipelineExecution:
+        """The one submit-then-wait: submit ``request`` (or, with ``request=None``, resume the
+        execution in ``tracker``), wait for a terminal state, fetch the results if asked.
+
+        ``tracker`` holds what was reached, also after a failure. ``on_submitted`` runs once the
+        run is accepted (shielded: e.g. to make a manifest durable), ``on_state`` on each new
+        state polled. Everything is bounded by ``deadline`` (loop clock; ``timeout`` is the
+        number of seconds it stands for, for messages).
+        """
+        if request is not None:
+            accepted: PipelineExecution | None = None
+            with anyio.CancelScope(deadline=deadline) as scope:
+                accepted = await self._submit_run(request, pipeline_id, known=known)
+            if accepted is None or scope.cancelled_caught:
+                raise WaitTimeoutError(f"the run was not accepted within {timeout} s")
+            tracker.execution = accepted
+            if on_submitted is not None:
+                with anyio.CancelScope(shield=True):
+                    await on_submitted(accepted)
+        execution = tracker.execution
+        assert execution is not None, "nothing to submit or resume"
+        remaining = None if timeout is None else max(deadline - anyio.current_time(), 1e-3)
+        await self._await_terminal(
+            execution.execution_id, tracker, timeout=remaining, poll=poll, on_state=on_state
+        )
+        execution = tracker.execution
+        assert execution is not None
+        if fetch_results and execution.status in RESULT_STATUSES:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                tracker.results = await self.fetch_step_results(execution)
+            if scope.cancelled_caught:
+                raise WaitTimeoutError(
+                    f"the results were not fetched within {timeout} s", last=execution
+                )
+        return execution
 
     async def run_pipeline_and_wait(
         self,
@@ -237,18 +298,14 @@ class WatchMixin(BaseClient):
             request = proto.run_pipeline(pipeline_id, **run_kwargs)
         except TypeError as err:  # an unknown keyword
             raise InvalidInputError(f"run_pipeline_and_wait: {err}") from err
-        started: PipelineExecution | None = None
-        with anyio.CancelScope(deadline=deadline) as scope:
-            started = await self._call(request, PipelineExecution)
-        if started is None or scope.cancelled_caught:
-            raise WaitTimeoutError(
-                f"run_pipeline({pipeline_id}) was not accepted within {timeout} s", last=None
-            )
-        execution = started
-        if not started.is_terminal:
-            remaining = None if timeout is None else max(deadline - anyio.current_time(), 1e-3)
-            execution = await self._wait(
-                started.execution_id, timeout=remaining, poll=poll, known=started
-            )
-        results = await self.fetch_step_results(execution) if fetch_results else {}
-        return CompletedExecution(execution, results)
+        tracker = RunTracker()
+        execution = await self._run_to_completion(
+            pipeline_id,
+            tracker,
+            request=request,
+            deadline=deadline,
+            timeout=timeout,
+            poll=poll,
+            fetch_results=fetch_results,
+        )
+        return CompletedExecution(execution, tracker.results)

@@ -1,8 +1,7 @@
 """Workflow calls (PROTOCOL A4): definitions, executions, status streams and step outputs.
 
-Also home to the small policy helpers the workflow, files and eval-run calls share: polling
-with backoff and a deadline (``poll_until_terminal``), bounded fan-out (``gather_bounded``)
-and streaming a presigned URL to disk (``stream_to_file``).
+Watches run on the package's one poll loop (``poll_states``) and downloads on its one bounded
+pool (``gather_bounded``). Also home to streaming a presigned URL to disk (``stream_to_file``).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import IO, Any, Literal, overload
 import aiohttp
 import anyio
 
-from .._config import PollPolicy, RetryPolicy
+from .._config import PollPolicy
 from .._errors import (
     APIConnectionError,
     DatalabError,
@@ -43,11 +42,11 @@ from .._models import (
     structure,
 )
 from .._models.workflows import diff_workflow_executions
+from .._policy import RequestPolicy, check_concurrency, gather_bounded, poll_states
 from .._protocol import workflows as proto
 from .._protocol.http import Request
 from .._transport import HTTPTransport
 from ._base import BaseClient
-from ._policy import check_concurrency, gather_bounded, poll_until_terminal
 
 __all__ = ["WorkflowsMixin", "stream_to_file"]
 
@@ -113,8 +112,7 @@ async def _write_atomically(
 
 
 async def stream_to_file(
-    transport: HTTPTransport,
-    retry: RetryPolicy,
+    policy: RequestPolicy,
     request: Request,
     dest: str | os.PathLike[str],
     *,
@@ -125,13 +123,13 @@ async def stream_to_file(
 
     The body goes to a temp file that is renamed into place only when complete, so ``dest``
     never holds a partial download. A connection lost mid-body restarts the download (the
-    retry policy's count and backoff); errors before the body are the transport's to retry.
+    retry policy's count and backoff); errors before the body are the request policy's to retry.
     """
     path = Path(dest)
     attempt = 0
     while True:
         try:
-            async with transport.stream(request) as response:
+            async with policy.stream(request) as response:
                 target = path
                 if await asyncio.to_thread(path.is_dir):
                     target = path / (default_stem + _extension(response.content_type or ""))
@@ -140,12 +138,12 @@ async def stream_to_file(
                         f"cannot save to {str(path)!r}: {str(path.parent)!r} is not a directory",
                         field="dest",
                     )
-                await _write_atomically(transport, request, response, target)
+                await _write_atomically(policy.transport, request, response, target)
                 return target
         except _ReadFailed as failed:
-            if attempt >= retry.max_retries:
+            if attempt >= policy.retry.max_retries:
                 raise failed.error from failed.__cause__
-            delay = retry.backoff(attempt)
+            delay = policy.retry.backoff(attempt)
             logger.debug(
                 "%s: body read failed (%s); restarting in %.2f s",
                 request.operation,
@@ -254,7 +252,7 @@ class WorkflowsMixin(BaseClient):
     def _workflow_states(
         self, execution_id: int | str, timeout: float | None, poll: PollPolicy | None
     ) -> AsyncGenerator[WorkflowExecution, None]:
-        return poll_until_terminal(
+        return poll_states(
             lambda: self.get_workflow_execution(execution_id),
             is_terminal=lambda e: e.is_terminal,
             describe=lambda e: f"last status {e.status}",
@@ -332,7 +330,7 @@ class WorkflowsMixin(BaseClient):
         """
         request = proto.get_workflow_output(_output_url(output))
         return await stream_to_file(
-            self._transport, self.retry, request, dest, default_stem=_stem(output)
+            self._policy, request, dest, default_stem=_stem(output)
         )
 
     @overload

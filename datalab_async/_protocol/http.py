@@ -15,6 +15,7 @@ from typing import IO, Any
 import attrs
 
 from .._config import RetryPolicy
+from .._errors import ResponseValidationError
 
 __all__ = [
     "FilePart",
@@ -22,6 +23,7 @@ __all__ = [
     "Request",
     "Response",
     "RetryMode",
+    "decode_json",
     "parse_retry_after",
     "retry_delay",
 ]
@@ -201,3 +203,17 @@ def retry_delay(
     if status not in allowed:
         return None
     return policy.backoff(attempt, parse_retry_after(headers or {}))
+
+
+def decode_json(response: Response, operation: str) -> Any:
+    """The JSON body of a successful response, or ResponseValidationError saying what came."""
+    if not response.body:
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError as err:
+        ctype = response.content_type or "no content type"
+        preview = response.body[:200].decode("utf-8", "replace")
+        raise ResponseValidationError(
+            f"{operation}: expected a JSON body, got {ctype}: {preview!r}", body=preview
+        ) from err

@@ -7,7 +7,7 @@ import json
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,17 +15,18 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import anyio
 
-from .._config import RetryPolicy, Timeouts
+from .._client._base import rate_limiter_for
+from .._config import PollPolicy, RetryPolicy, Timeouts
 from .._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     InvalidInputError,
     ResponseValidationError,
-    WaitTimeoutError,
 )
 from .._lifecycle import TransportClient, check_base_url
-from .._protocol.http import Request
+from .._policy import RequestPolicy, poll_states
+from .._protocol.http import Request, decode_json
 from .._protocol.sse import SSEDecoder
 from .._transport import HTTPTransport
 from ._events import DifyEvent, ErrorEvent, WorkflowFinished, parse_event
@@ -84,12 +85,12 @@ class PipelineRunStream:
 
     def __init__(
         self,
-        transport: HTTPTransport,
+        policy: RequestPolicy,
         request: Request,
         *,
         idle_timeout: float | None,
     ) -> None:
-        self._transport = transport
+        self._policy = policy
         self._request = request
         self._idle_timeout = idle_timeout
         self._stack: AsyncExitStack | None = None
@@ -109,7 +110,7 @@ class PipelineRunStream:
         self._entered = True
         stack = AsyncExitStack()
         try:
-            response = await stack.enter_async_context(self._transport.stream(self._request))
+            response = await stack.enter_async_context(self._policy.stream(self._request))
             if is_event_stream(response.headers.get("Content-Type")):
                 self.is_event_stream = True
                 self._response = response
@@ -249,6 +250,7 @@ class AsyncDifyKnowledgeClient(TransportClient):
         max_upload_bytes: int = 15 * 1024 * 1024,
         max_connections: int = 100,
         allow_insecure_http: bool = False,
+        max_requests_per_second: float | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("DIFY_API_KEY")
         if not key:
@@ -278,14 +280,18 @@ class AsyncDifyKnowledgeClient(TransportClient):
         self.base_url = _normalise_base_url(url, allow_insecure_http=allow_insecure_http)
         self.stream_idle_timeout = stream_idle_timeout
         self.max_upload_bytes = max_upload_bytes
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self._limiter = rate_limiter_for(max_requests_per_second)
         self._transport = HTTPTransport(
             base_url=self.base_url,
             auth_headers=auth_headers(key),
-            classify=classify,
             session=session,
-            timeouts=timeouts,
-            retry=retry,
+            timeouts=self.timeouts,
             max_connections=max_connections,
+        )
+        self._policy = RequestPolicy(
+            self._transport, classify=classify, retry=self.retry, limiter=self._limiter
         )
 
     def __repr__(self) -> str:
@@ -300,8 +306,8 @@ class AsyncDifyKnowledgeClient(TransportClient):
         """
         self._check_open()
         request = upload_file_request(path, max_bytes=self.max_upload_bytes)
-        response = await self._transport.request(request)
-        return structure(self._json(response.body, "upload_pipeline_file"), UploadedFile)
+        response = await self._policy.request(request)
+        return structure(decode_json(response, "upload_pipeline_file"), UploadedFile)
 
     async def list_datasource_plugins(
         self, dataset_id: str, *, is_published: bool = True
@@ -309,8 +315,8 @@ class AsyncDifyKnowledgeClient(TransportClient):
         """The pipeline's datasource nodes; a node's ``node_id`` is a run's ``start_node_id``."""
         self._check_open()
         request = datasource_plugins_request(dataset_id, is_published=is_published)
-        response = await self._transport.request(request)
-        body = self._json(response.body, "list_datasource_plugins")
+        response = await self._policy.request(request)
+        body = decode_json(response, "list_datasource_plugins")
         if isinstance(body, Mapping) and isinstance(body.get("data"), list):
             body = body["data"]  # tolerate a paginated envelope
         return structure(body, list[DatasourcePlugin])
@@ -380,13 +386,13 @@ class AsyncDifyKnowledgeClient(TransportClient):
             response_mode=response_mode,
         )
         request = run_pipeline_request(dataset_id, body)
-        return PipelineRunStream(self._transport, request, idle_timeout=self.stream_idle_timeout)
+        return PipelineRunStream(self._policy, request, idle_timeout=self.stream_idle_timeout)
 
     async def get_indexing_status(self, dataset_id: str, batch: str) -> list[IndexingStatus]:
         """The current indexing status of every document of a published run's batch."""
         self._check_open()
-        response = await self._transport.request(indexing_status_request(dataset_id, batch))
-        body = self._json(response.body, "indexing_status")
+        response = await self._policy.request(indexing_status_request(dataset_id, batch))
+        body = decode_json(response, "indexing_status")
         if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
             raise ResponseValidationError(
                 "indexing status answer has no 'data' list", path="$.data", body=body
@@ -400,6 +406,7 @@ class AsyncDifyKnowledgeClient(TransportClient):
         *,
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
+        poll: PollPolicy | None = None,
         # A deadline spanning the generator's yields, raising WaitTimeoutError with the last state:
         # the caller cannot get that from wrapping the loop in anyio.fail_after.
         timeout: float | None = None,  # noqa: ASYNC109
@@ -408,15 +415,19 @@ class AsyncDifyKnowledgeClient(TransportClient):
 
         ``batch`` is a batch id or the ``PublishedRun`` itself (whose document statuses then
         count as already seen). Polls start every ``poll_interval`` seconds and back off by 1.5x
-        up to ``max_poll_interval`` while nothing changes. Past ``timeout`` seconds,
-        ``WaitTimeoutError`` is raised with the last statuses in ``.last``. Safe to abandon with
-        ``break``: no connection is held between polls.
+        up to ``max_poll_interval`` (or follow ``poll``, a ``PollPolicy``, when given). The
+        client's one poll loop runs it: a poll failing transiently is retried with backoff, and
+        ``poll.give_up_after`` seconds of nothing but failures raise the last one. Past
+        ``timeout`` seconds, ``WaitTimeoutError`` is raised with the last statuses in
+        ``.last``. Safe to abandon with ``break``: no connection is held between polls.
         """
         self._check_open()
-        if poll_interval <= 0 or max_poll_interval < poll_interval:
-            raise InvalidInputError(
-                "need 0 < poll_interval <= max_poll_interval", field="poll_interval"
-            )
+        if poll is None:
+            if not 0 < poll_interval <= max_poll_interval:
+                raise InvalidInputError(
+                    "need 0 < poll_interval <= max_poll_interval", field="poll_interval"
+                )
+            poll = PollPolicy(initial=poll_interval, max_interval=max_poll_interval, jitter=0.0)
         if timeout is not None and timeout <= 0:
             raise InvalidInputError("timeout must be positive or None", field="timeout")
         seen: dict[str, str | None] = {}
@@ -427,54 +438,33 @@ class AsyncDifyKnowledgeClient(TransportClient):
         else:
             batch_id = batch
         indexing_status_request(dataset_id, batch_id)  # validate ids before the first poll
-        deadline = None if timeout is None else anyio.current_time() + timeout
-        interval = poll_interval
-        last: list[IndexingStatus] = []
-        while True:
-            remaining = None if deadline is None else deadline - anyio.current_time()
-            if remaining is not None and remaining <= 0:
-                raise self._watch_timeout(timeout, last)
-            try:
-                with anyio.fail_after(remaining):
-                    last = await self.get_indexing_status(dataset_id, batch_id)
-            except TimeoutError as err:
-                raise self._watch_timeout(timeout, last) from err
-            changed = False
-            for status in last:
-                old = seen.get(status.id)
-                if status.id not in seen or old != status.indexing_status:
-                    seen[status.id] = status.indexing_status
-                    changed = True
-                    yield IndexingStatusChanged(
-                        document_id=status.id,
-                        old=old,
-                        new=status.indexing_status,
-                        document=status,
-                    )
-            if last and all(status.is_terminal for status in last):
-                return
-            interval = poll_interval if changed else min(interval * 1.5, max_poll_interval)
-            delay = interval
-            if deadline is not None:
-                delay = min(delay, max(0.0, deadline - anyio.current_time()))
-            await asyncio.sleep(delay)
 
-    # -- helpers -----------------------------------------------------------------------------
+        async def fetch() -> list[IndexingStatus]:
+            return await self.get_indexing_status(dataset_id, batch_id)
 
-    @staticmethod
-    def _watch_timeout(timeout: float | None, last: list[IndexingStatus]) -> WaitTimeoutError:
-        pending = [s.id for s in last if not s.is_terminal]
-        return WaitTimeoutError(
-            f"indexing not finished after {timeout} s ({len(pending)} document(s) pending)",
-            last=last,
+        states = poll_states(
+            fetch,
+            is_terminal=lambda last: bool(last) and all(s.is_terminal for s in last),
+            describe=_pending_documents,
+            what=f"indexing of batch {batch_id}",
+            timeout=timeout,
+            poll=poll,
+            retry=self.retry,
         )
+        async with aclosing(states):
+            async for last in states:
+                for status in last:
+                    old = seen.get(status.id)
+                    if status.id not in seen or old != status.indexing_status:
+                        seen[status.id] = status.indexing_status
+                        yield IndexingStatusChanged(
+                            document_id=status.id,
+                            old=old,
+                            new=status.indexing_status,
+                            document=status,
+                        )
 
-    @staticmethod
-    def _json(raw: bytes, operation: str) -> Any:
-        try:
-            return json.loads(raw)
-        except ValueError as err:
-            raise ResponseValidationError(
-                f"{operation} answered a body that is not JSON",
-                body=raw[:2000].decode("utf-8", "replace"),
-            ) from err
+
+def _pending_documents(last: list[IndexingStatus]) -> str:
+    pending = [s.id for s in last if not s.is_terminal]
+    return f"{len(pending)} document(s) pending"

@@ -187,6 +187,15 @@ class LocalDatalab:
         """The same counters as ``GET /_local/stats``."""
         return self._context.stats.snapshot()
 
+    def execution_ids(self, pipeline_id: str | None = None) -> list[str]:
+        """The IDs of the executions created so far (of ``pipeline_id`` only, when given),
+        oldest first: what the server holds, to compare with what a client reported."""
+        return [
+            e.execution_id
+            for e in self._context.store.executions.values()
+            if pipeline_id is None or e.pipeline_id == pipeline_id
+        ]
+
     def reset_stats(self) -> None:
         """Zero the counters."""
         self._context.stats.reset()

@@ -69,6 +69,8 @@ class RateLimiter:
         self._blocked_until = 0.0
         self._recent: collections.deque[float] = collections.deque(maxlen=32)
         self._last_decrease = -math.inf
+        self._last_rate_limited = -math.inf
+        self._successes: collections.deque[float] = collections.deque(maxlen=1024)
         self.rate_limited_count = 0
 
     def __repr__(self) -> str:
@@ -122,6 +124,7 @@ class RateLimiter:
 
     def on_success(self) -> None:
         """A request succeeded: recover a step of the rate lost to 429s."""
+        self._successes.append(self._clock())
         if not self.adaptive or self._rate is None or self._peak is None:
             return
         target = self.limit if self.limit is not None else self._peak
@@ -143,12 +146,29 @@ class RateLimiter:
             self.pause(retry_after)
         if isinstance(error, RateLimitError) and not isinstance(error, QuotaExceededError):
             self.rate_limited_count += 1
+            self._last_rate_limited = self._clock()
             # With Retry-After the server said when capacity returns: the shared pause is the
             # whole answer. Cutting the rate as well left half of a per-minute budget unused
             # (benchmarks/bench_ratelimit.py: 0.53 R goodput, against >= 0.9 R with the pause
             # alone). Without it, guess: multiplicative decrease.
             if retry_after is None:
                 self._slow_down()
+
+    def budget_estimate(self, window: float = 60.0) -> float | None:
+        """Requests per second the server allows, as far as this client knows (None: no limit
+        known). The effective rate when one is set; after a 429 within ``window`` seconds, the
+        rate of successful requests over that window (at least one per second)."""
+        if self._rate is not None:
+            return self._rate
+        now = self._clock()
+        if now - self._last_rate_limited > window:
+            return None
+        since = now - window
+        recent = [t for t in self._successes if t >= since]
+        if len(recent) < 2:
+            return 1.0
+        span = max(now - recent[0], 1.0)
+        return max(1.0, len(recent) / span)
 
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` (extends, never shortens, a current pause)."""

@@ -1,0 +1,160 @@
+"""Coalesced status polling: one list request per poll round for many watched executions.
+
+When a client watches several executions of the same pipeline, each watcher's poll asks the
+``StatusBoard`` instead of sending its own ``GET /pipelines/executions/{id}``. The board runs
+poll *rounds*: one ``GET /pipelines/{id}/executions?limit=N`` (newest first) whose page updates
+every watched execution it lists. A watcher whose poll comes due takes the latest round if it
+is fresh enough, joins the round in flight, or starts the next one; executions not on the page
+(older than the page reaches) fall back to their own GET. Rounds are spaced so that, under a
+rate limit (a configured ``max_requests_per_second``, or 429s seen), polling takes only a small
+share of the request budget and run POSTs and result GETs get the rest.
+
+No task runs in the background: the watcher that starts a round sends it; if it is cancelled
+(its watch was abandoned) the others notice the round ended without a result and one of them
+starts the next. A list that does not carry step state (some servers may list executions
+without their ``steps``) is not used for that pipeline again: its watchers poll one by one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import attrs
+
+from .._models import PipelineExecution, structure
+from .._policy import RateLimiter
+
+__all__ = ["StatusBoard"]
+
+ListPage = Callable[[str, int], Awaitable[Any]]
+"""``(pipeline_id, limit)`` -> the decoded JSON of one list page, newest first."""
+GetOne = Callable[[str], Awaitable[PipelineExecution]]
+
+
+@attrs.define
+class _Round:
+    started: float
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    items: dict[str, Any] | None = None  # execution_id -> raw JSON, when it succeeded
+    error: BaseException | None = None
+
+
+@attrs.define
+class _Pipeline:
+    watched: dict[str, int] = attrs.field(factory=dict)  # execution_id -> watchers
+    latest: _Round | None = None
+    in_flight: _Round | None = None
+    lists_steps: bool = True
+    rounds: int = 0
+    listed_hits: int = 0
+    fallbacks: int = 0
+
+
+class StatusBoard:
+    """One client's coalesced execution polls, per pipeline (see the module docstring)."""
+
+    poll_share: float = 0.1  # of the request budget, when one is known
+    min_spacing: float = 0.1  # seconds between rounds with no known budget
+    max_spacing: float = 5.0
+
+    def __init__(self, list_page: ListPage, get_one: GetOne, limiter: RateLimiter) -> None:
+        self._list_page = list_page
+        self._get_one = get_one
+        self._limiter = limiter
+        self._pipelines: dict[str, _Pipeline] = {}
+
+    @contextmanager
+    def watching(self, pipeline_id: str, execution_id: str) -> Iterator[None]:
+        """Register a watcher of ``execution_id`` (of ``pipeline_id``) for the block."""
+        board = self._pipelines.setdefault(pipeline_id, _Pipeline())
+        board.watched[execution_id] = board.watched.get(execution_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = board.watched[execution_id] - 1
+            if left:
+                board.watched[execution_id] = left
+            else:
+                del board.watched[execution_id]
+                if not board.watched and board.in_flight is None:
+                    self._pipelines.pop(pipeline_id, None)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per pipeline watched: rounds sent, executions updated from a round, own GETs."""
+        return {
+            pid: {"rounds": b.rounds, "listed": b.listed_hits, "fallbacks": b.fallbacks}
+            for pid, b in self._pipelines.items()
+        }
+
+    def spacing(self) -> float:
+        """Seconds between two rounds: ``poll_share`` of the known budget, if any."""
+        budget = self._limiter.budget_estimate()
+        if budget is None:
+            return self.min_spacing
+        return min(self.max_spacing, max(self.min_spacing, 1.0 / (self.poll_share * budget)))
+
+    async def fetch(self, pipeline_id: str, execution_id: str) -> PipelineExecution:
+        """The current state of ``execution_id``: from a poll round when the pipeline has
+        several watched executions, else (or when it is not on the round's page) its own GET."""
+        board = self._pipelines.get(pipeline_id)
+        if board is None or len(board.watched) < 2 or not board.lists_steps:
+            return await self._get_one(execution_id)
+        items = await self._fresh_round(pipeline_id, board)
+        raw = items.get(execution_id)
+        if isinstance(raw, dict) and raw.get("steps"):
+            board.listed_hits += 1
+            return structure(raw, PipelineExecution, what="list_pipeline_executions")
+        if raw is not None and board.lists_steps:
+            board.lists_steps = False  # listed without step state: poll one by one from now
+        board.fallbacks += 1
+        return await self._get_one(execution_id)
+
+    async def _fresh_round(self, pipeline_id: str, board: _Pipeline) -> dict[str, Any]:
+        asked = anyio.current_time()
+        while True:
+            spacing = self.spacing()
+            latest = board.latest
+            fresh = latest is not None and latest.started >= asked - spacing
+            if fresh and latest is not None and latest.items is not None:
+                return latest.items
+            current = board.in_flight
+            if current is not None:
+                await current.done.wait()
+                if current.error is not None:
+                    raise current.error
+                if current.items is not None:
+                    return current.items
+                continue  # its sender was cancelled: start or join the next one
+            next_start = -math.inf if latest is None else latest.started + spacing
+            now = anyio.current_time()
+            if now < next_start:
+                await anyio.sleep(next_start - now)
+                continue  # someone may have started it meanwhile
+            return await self._run_round(pipeline_id, board, now)
+
+    async def _run_round(self, pipeline_id: str, board: _Pipeline, now: float) -> dict[str, Any]:
+        current = board.in_flight = _Round(started=now)
+        board.rounds += 1
+        limit = min(100, max(20, 2 * len(board.watched)))
+        try:
+            page = await self._list_page(pipeline_id, limit)
+            listed = page.get("executions") if isinstance(page, dict) else None
+            current.items = {
+                item["execution_id"]: item
+                for item in (listed if isinstance(listed, list) else [])
+                if isinstance(item, dict) and isinstance(item.get("execution_id"), str)
+            }
+            board.latest = current
+            return current.items
+        except Exception as err:
+            current.error = err
+            raise
+        finally:
+            board.in_flight = None
+            current.done.set()
+            if not board.watched:
+                self._pipelines.pop(pipeline_id, None)

@@ -1,0 +1,151 @@
+"""The one poll loop: every watch (executions, workflows, eval batch runs, Dify indexing) is
+``poll_states`` with its own ``fetch``.
+
+Polls back off per ``PollPolicy``. A poll that fails with a transient error (429, 5xx, a dropped
+connection), after the request policy's own retries, does not end the watch at once: it tries
+again with backoff, honouring ``Retry-After``. But a watch that sees nothing but failures for
+``PollPolicy.give_up_after`` seconds raises the last of them, so a wait on a dead host ends.
+Errors that will not heal (401, 403, 404, 422, a quota) end it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import anyio
+
+from .._config import PollPolicy, RetryPolicy
+from .._errors import (
+    APIConnectionError,
+    DatalabError,
+    InvalidInputError,
+    RateLimitError,
+    ServerError,
+    WaitTimeoutError,
+)
+from .._protocol.http import parse_retry_after
+
+__all__ = ["Wakeup", "deadline_after", "poll_states"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("datalab_async")
+
+_TRANSIENT = (RateLimitError, ServerError, APIConnectionError)
+
+
+class Wakeup(Protocol):
+    """Something that can cut a wait between two polls short (a webhook notification)."""
+
+    def clear(self) -> None: ...
+
+    async def wait(self, timeout: float) -> bool: ...  # noqa: ASYNC109 - a sleep, not a deadline
+
+
+def deadline_after(timeout: float | None) -> float:
+    """The absolute deadline (loop clock) ``timeout`` seconds from now; inf for None."""
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise InvalidInputError(
+            f"timeout must be a number of seconds > 0, or None; got {timeout!r}", field="timeout"
+        )
+    return anyio.current_time() + timeout
+
+
+async def poll_states(
+    fetch: Callable[[], Awaitable[T]],
+    *,
+    is_terminal: Callable[[T], bool],
+    describe: Callable[[T], str],
+    what: str,
+    timeout: float | None,  # noqa: ASYNC109 - a deadline that raises with the last state
+    poll: PollPolicy,
+    retry: RetryPolicy,
+    wakeup: Wakeup | None = None,
+    known: T | None = None,
+) -> AsyncGenerator[T, None]:
+    """Each state ``fetch`` returns, ending after the first terminal one.
+
+    ``known`` is a state the caller already has (e.g. a run response): it is not yielded, and
+    the first poll waits one interval instead of asking again at once. Past ``timeout`` seconds
+    it raises ``WaitTimeoutError`` with ``.last``. No request is in flight between two yields,
+    so the consumer may stop at any time.
+    """
+    deadline = deadline_after(timeout)
+    started = anyio.current_time()
+    last: T | None = known
+    polls = 1 if known is not None else 0
+    failures = 0
+    failing_since: float | None = None
+    last_error: DatalabError | None = None
+
+    def timed_out() -> WaitTimeoutError:
+        seen = describe(last) if last is not None else "nothing seen yet"
+        return WaitTimeoutError(f"{what} did not finish within {timeout} s ({seen})", last=last)
+
+    async def pause(seconds: float) -> None:
+        if wakeup is not None:
+            await wakeup.wait(seconds)
+        else:
+            await anyio.sleep(seconds)
+
+    if known is not None:
+        await pause(min(poll.interval(0), max(deadline - anyio.current_time(), 0.0)))
+    while True:
+        now = anyio.current_time()
+        if now >= deadline:
+            raise timed_out()
+        give_up_at = math.inf
+        if failing_since is not None and poll.give_up_after is not None:
+            give_up_at = failing_since + poll.give_up_after
+            if now >= give_up_at:
+                assert last_error is not None
+                raise last_error
+        if wakeup is not None:
+            wakeup.clear()
+        wait = poll.interval(polls, now - started)
+        limit = min(deadline, give_up_at)
+        current: T | None = None
+        got = False
+        # A cancel scope per poll only when there is a deadline to enforce (the hot path of a
+        # fan-out runs thousands of these).
+        scope = anyio.CancelScope(deadline=limit) if not math.isinf(limit) else None
+        with scope if scope is not None else contextlib.nullcontext():
+            try:
+                current = await fetch()
+                got = True
+            except _TRANSIENT as err:
+                if not err.retryable:
+                    raise
+                last_error = err
+                if failing_since is None:
+                    failing_since = now
+                retry_after = parse_retry_after(getattr(err, "headers", None) or {})
+                wait = max(wait, retry.backoff(failures, retry_after))
+                failures += 1
+                logger.debug("polling %s failed (%s); again in %.2f s", what, err, wait)
+        if scope is not None and scope.cancelled_caught:
+            if anyio.current_time() >= deadline or last_error is None:
+                raise timed_out()
+            raise last_error
+        if got:
+            assert current is not None
+            failures = 0
+            failing_since = last_error = None
+            last = current
+            yield current
+            if is_terminal(current):
+                return
+            polls += 1
+            limit = deadline
+        elif failing_since is not None and poll.give_up_after is not None:
+            limit = min(deadline, failing_since + poll.give_up_after)
+        remaining = limit - anyio.current_time()
+        if remaining <= 0:
+            continue  # the checks at the top raise
+        await pause(min(wait, remaining))

@@ -1,0 +1,262 @@
+"""The one request policy, as both clients live it: pauses that hold retries, waits that end,
+coalesced status polls."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import anyio
+import attrs
+import pytest
+from aiohttp import web
+
+from datalab_async import (
+    APIConnectionError,
+    AsyncDatalabClient,
+    FolderEvent,
+    PollPolicy,
+    RetryPolicy,
+)
+from datalab_async.dify import AsyncDifyKnowledgeClient
+from datalab_async.local import LocalDatalab
+from datalab_async.local.samples import make_pdf
+
+from .conftest import ScriptedServer, json_response, other_tasks, sequence
+
+KEY = "sk-policy-test"
+EXECUTION = {"execution_id": "pex_a", "pipeline_id": "pl_1", "status": "completed", "steps": []}
+ONE_BY_ONE = "GET /api/v1/pipelines/executions/{execution_id}"
+LISTED = "GET /api/v1/pipelines/{pipeline_id}/executions"
+
+
+Answer = tuple[int, object, dict[str, str]]
+
+
+def _timed(arrivals: list[tuple[str, float]], name: str, *answers: Answer) -> object:
+    """A handler recording (name, arrival time) and giving each of ``answers`` in turn."""
+    state = {"i": 0}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        arrivals.append((name, time.monotonic()))
+        status, body, headers = answers[min(state["i"], len(answers) - 1)]
+        state["i"] += 1
+        return web.json_response(body, status=status, headers=headers)
+
+    return handler
+
+
+async def _pause_scenario(
+    scripted: ScriptedServer, first: str, second: str, ok: object, run: object
+) -> list[tuple[str, float]]:
+    """``first`` answers 503 then ``ok``; ``second`` 429 with Retry-After: 2 then ``ok``."""
+    arrivals: list[tuple[str, float]] = []
+    busy: Answer = (503, {"detail": "busy"}, {})
+    slow_down: Answer = (429, {"detail": "slow down"}, {"Retry-After": "2"})
+    scripted.route("GET", first, _timed(arrivals, "503", busy, (200, ok, {})))
+    scripted.route("GET", second, _timed(arrivals, "429", slow_down, (200, ok, {})))
+    await scripted.start()
+    await run()  # type: ignore[operator]
+    return arrivals
+
+
+def _check_nothing_inside_the_pause(arrivals: list[tuple[str, float]]) -> None:
+    paused_at = next(t for name, t in arrivals if name == "429")
+    later = [t - paused_at for _, t in arrivals if t > paused_at + 0.01]
+    # Two retries, both after the 2 s pause the 429 announced: the 503's retry was scheduled
+    # ~0.2 s after its failure, but it waited for the pause like everything else.
+    assert len(later) == 2, arrivals
+    assert min(later) >= 1.95, later
+
+
+async def test_retry_after_pause_holds_every_retry(scripted: ScriptedServer) -> None:
+    retry = RetryPolicy(max_retries=3, backoff_base=0.2, jitter=0.0)
+
+    async def run() -> None:
+        async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=retry) as client:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.get_pipeline_execution, "pex_a")
+                await anyio.sleep(0.05)  # the 503 first, so its retry is due inside the pause
+                tg.start_soon(client.get_pipeline_execution, "pex_b")
+
+    arrivals = await _pause_scenario(
+        scripted,
+        "/api/v1/pipelines/executions/pex_a",
+        "/api/v1/pipelines/executions/pex_b",
+        EXECUTION,
+        run,
+    )
+    _check_nothing_inside_the_pause(arrivals)
+
+
+async def test_dify_client_lives_under_the_same_policy(scripted: ScriptedServer) -> None:
+    retry = RetryPolicy(max_retries=3, backoff_base=0.2, jitter=0.0)
+
+    async def run() -> None:
+        async with AsyncDifyKnowledgeClient(
+            "dataset-key", scripted.url + "/v1", retry=retry
+        ) as dify:
+            assert dify.rate_limiter is not None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(dify.get_indexing_status, "ds", "b1")
+                await anyio.sleep(0.05)
+                tg.start_soon(dify.get_indexing_status, "ds", "b2")
+
+    arrivals = await _pause_scenario(
+        scripted,
+        "/v1/datasets/ds/documents/b1/indexing-status",
+        "/v1/datasets/ds/documents/b2/indexing-status",
+        {"data": [{"id": "d1", "indexing_status": "completed"}]},
+        run,
+    )
+    _check_nothing_inside_the_pause(arrivals)
+
+
+def _dead_url() -> str:
+    """A loopback URL whose port refuses connections."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+FAST = RetryPolicy(max_retries=1, backoff_base=0.05, backoff_max=0.1)
+GIVE_UP = PollPolicy(initial=0.05, max_interval=0.2, give_up_after=1.0)
+
+
+def test_default_waits_give_up_within_a_minute() -> None:
+    assert PollPolicy().give_up_after == 60.0
+
+
+async def test_wait_on_a_dead_host_ends_with_the_connection_error() -> None:
+    async with AsyncDatalabClient(api_key=KEY, base_url=_dead_url(), retry=FAST) as client:
+        started = time.monotonic()
+        with pytest.raises(APIConnectionError, match="could not connect"):
+            await client.wait_for_execution("pex_x", poll=GIVE_UP)
+        assert time.monotonic() - started < 5
+        with pytest.raises(APIConnectionError):
+            await client.wait_for_workflow_execution(7, poll=GIVE_UP)
+        with pytest.raises(APIConnectionError):
+            await client.wait_for_eval_batch_run(7, poll=GIVE_UP)
+    async with AsyncDifyKnowledgeClient("k", _dead_url() + "/v1", retry=FAST) as dify:
+        with pytest.raises(APIConnectionError):
+            async for _ in dify.watch_indexing("ds", "b1", poll=GIVE_UP):
+                pass
+    assert not other_tasks()
+
+
+async def test_give_up_budget_counts_only_consecutive_failures(scripted: ScriptedServer) -> None:
+    # Failures, one success, failures again: each run of failures is shorter than the budget,
+    # so the watch goes on to the terminal state.
+    pending = {**EXECUTION, "status": "running"}
+    script = [503] * 3 + [200] + [503] * 3 + [200, 200]
+    state = {"i": 0}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        i = min(state["i"], len(script) - 1)
+        state["i"] += 1
+        if script[i] == 503:
+            return web.json_response({"detail": "busy"}, status=503)
+        return web.json_response(EXECUTION if i == len(script) - 1 else pending)
+
+    scripted.route("GET", "/api/v1/pipelines/executions/pex_a", handler)
+    await scripted.start()
+    retry = RetryPolicy(max_retries=0, backoff_base=0.05, backoff_max=0.1)
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=retry) as client:
+        poll = PollPolicy(initial=0.05, max_interval=0.1, give_up_after=0.4, coalesce=False)
+        execution = await client.wait_for_execution("pex_a", poll=poll)
+    assert execution.status == "completed"
+
+
+def _documents(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"doc-{i:03d}.pdf"
+        path.write_bytes(make_pdf([f"document {i}"]))
+        paths.append(path)
+    return paths
+
+
+async def test_folder_watch_on_a_vanished_host_keeps_the_execution_id(tmp_path: Path) -> None:
+    docs = _documents(tmp_path / "in", 3)
+    server = LocalDatalab(step_latency=60)
+    await server.start()
+    pipeline_id = server.create_pipeline_sync(["convert"])
+    submitted: list[str] = []
+    all_submitted = anyio.Event()
+
+    def on_event(event: FolderEvent) -> None:
+        if event.kind == "submitted":
+            submitted.append(event.relative)
+            if len(submitted) == len(docs):
+                all_submitted.set()
+
+    async def stop_when_submitted() -> None:
+        await all_submitted.wait()
+        await server.close()
+
+    async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url, retry=FAST) as c:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_submitted)
+            summary = await c.process_folder(
+                docs[0].parent,
+                pipeline_id,
+                tmp_path / "out",
+                poll=GIVE_UP,
+                on_event=on_event,
+            )
+    assert not summary.done and len(summary.failed) == len(docs)
+    for _, reason in summary.failed:
+        assert "APIConnectionError" in reason and "a re-run resumes it" in reason
+    manifest = (tmp_path / "out" / ".datalab-manifest.jsonl").read_text()
+    assert manifest.count('"submitted"') == len(docs) and '"failed"' not in manifest
+
+
+async def _watch_all(
+    server: LocalDatalab, pipeline_id: str, paths: list[Path], poll: PollPolicy, **kwargs: object
+) -> dict[str, int]:
+    server.reset_stats()
+    async with AsyncDatalabClient(
+        api_key=server.api_key, base_url=server.url, **kwargs  # type: ignore[arg-type]
+    ) as client:
+        outcomes = await client.run_many(pipeline_id, paths, concurrency=len(paths), poll=poll)
+    assert all(o.ok for o in outcomes), [o.describe_failure() for o in outcomes]
+    counts = server.stats()["requests_by_endpoint"]
+    return {"listed": counts.get(LISTED, 0), "one_by_one": counts.get(ONE_BY_ONE, 0)}
+
+
+async def test_one_status_poll_round_updates_many_executions(tmp_path: Path) -> None:
+    paths = _documents(tmp_path, 12)
+    poll = PollPolicy(initial=0.05, max_interval=0.2)
+    async with LocalDatalab(step_latency=0.4) as server:
+        pipeline_id = server.create_pipeline_sync(["convert", "segment"])
+        separate = await _watch_all(server, pipeline_id, paths, attrs.evolve(poll, coalesce=False))
+        coalesced = await _watch_all(server, pipeline_id, paths, poll)
+    assert separate["listed"] == 0
+    assert coalesced["one_by_one"] <= 2, coalesced  # at most the odd one off the page
+    polls_separate = separate["one_by_one"]
+    polls_coalesced = coalesced["listed"] + coalesced["one_by_one"]
+    assert polls_coalesced * 4 <= polls_separate, (coalesced, separate)
+
+
+async def test_polls_take_a_small_share_of_a_known_budget(tmp_path: Path) -> None:
+    paths = _documents(tmp_path, 6)
+    poll = PollPolicy(initial=0.05, max_interval=0.2)
+    async with LocalDatalab(step_latency=0.5) as server:
+        pipeline_id = server.create_pipeline_sync(["convert"])
+        started = time.monotonic()
+        counts = await _watch_all(server, pipeline_id, paths, poll, max_requests_per_second=20)
+        elapsed = time.monotonic() - started
+    # 10% of 20 requests/s: a round every 0.5 s at most (one may start at once).
+    assert counts["listed"] <= elapsed / 0.5 + 2, (counts, elapsed)
+
+
+async def test_single_execution_is_polled_on_its_own(scripted: ScriptedServer) -> None:
+    scripted.route("GET", "/api/v1/pipelines/executions/pex_a", sequence(json_response(EXECUTION)))
+    await scripted.start()
+    async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
+        await client.wait_for_execution("pex_a")
+    assert scripted.count("GET", "/api/v1/pipelines/executions/pex_a") == 1
+
