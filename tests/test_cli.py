@@ -411,3 +411,15 @@ def test_serve_has_one_parser(monkeypatch: Any, capsys: pytest.CaptureFixture[st
 
     assert body(via_cli) == body(done.stdout)
     assert "--step-latency" in via_cli and "--error-503-rate" in via_cli
+
+
+def test_plain_progress_shows_the_step_a_document_is_at(
+    docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two steps of 0.75 s: the first status poll (after about 0.25 s) finds step 1 running.
+    argv = ["run", "convert,segment", str(docs / "invoice-0001.pdf"), "--local", "--plain"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--step-latency", "0.75"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert steps and steps[0].startswith("step     invoice-0001.pdf: step 1/2 convert ")
+    assert lines.index(steps[-1]) < next(i for i, x in enumerate(lines) if x.startswith("done "))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from datalab_async import FolderEvent
@@ -115,6 +116,8 @@ def test_plain_display_lines() -> None:
     display.event(FolderEvent("a.pdf", "submitted", execution_id="pex_1"))
     for statuses in (("running", "pending"), ("running", "pending"), ("completed", "running")):
         display.event(FolderEvent("a.pdf", "progress", execution=execution(*statuses)))
+    over = attrs.evolve(execution("completed", "completed"), status=ExecutionStatus.COMPLETED)
+    display.event(FolderEvent("a.pdf", "progress", execution=over))  # the done line says it
     clock.now += 1.0
     display.event(FolderEvent("a.pdf", "done", execution_id="pex_1", pages=2))
     display.event(FolderEvent("b.pdf", "skipped"))

@@ -224,7 +224,9 @@ class PlainDisplay:
             return
         relative = event.relative
         if event.kind == "progress":
-            self._print(f"step     {relative}: {self.state.in_flight[relative].label}")
+            if event.execution is not None and not event.execution.is_terminal:
+                # (a terminal state is followed by the done/failed line: no line for it)
+                self._print(f"step     {relative}: {self.state.in_flight[relative].label}")
         elif event.kind == "resuming":
             self._print(f"resuming {relative} ({event.execution_id})")
         elif event.kind in _FINISHED:
