@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pip's output goes to a log, printed only when the install fails.
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+PIP_LOG := $(VENV)/pip.log
 
 .PHONY: test demo lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,cli,local]'
+	@echo "pip install -e '.[dev,cli,local]' (pip's output: $(PIP_LOG))"
+	@{ $(PIP) install --upgrade pip && $(PIP) install -e '.[dev,cli,local]'; } >$(PIP_LOG) 2>&1 \
+		|| { cat $(PIP_LOG); exit 1; }
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from datalab_async._cli import main
+from datalab_async._cli.run import count_documents, counting
 from datalab_async._folder_manifest import MANIFEST_NAME
 from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import make_document, write_sample_documents
@@ -83,7 +85,8 @@ def test_run_local_with_rich_summary_table(
     docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    code = main(["run", "convert", str(docs / "invoice-0002.pdf"), "--out", str(out), "--local"])
+    argv = ["run", "convert", str(docs / "invoice-0002.pdf"), "--out", str(out), "--local"]
+    code = main([*argv, "--progress", "rich"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "Summary" in printed and "1/1" in printed
@@ -177,7 +180,7 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert done.returncode == 0 and done.stdout.startswith("datalab-async ")
 
 
-def test_serve_delegates_to_the_local_server(capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_validates_knobs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--help"]) == 0
     assert "--step-latency" in capsys.readouterr().out
     assert main(["serve", "--step-latency", "-1"]) == 2
@@ -255,3 +258,168 @@ def test_watch_reports_a_failed_execution(
     assert main(["watch", execution_id, "--plain", *remote.flags()]) == 1
     printed = capsys.readouterr().out
     assert "step 0 (convert): failed: not a PDF" in printed and printed.rstrip().endswith("failed")
+
+
+def _tree(root: Path) -> Path:
+    """Input with every rule the walk applies: sub-folders, a pattern-able mix of types, an
+    unsupported file, a symlink leading out, and the output folder inside the input."""
+    docs = root / "docs"
+    for relative, index in [("a.pdf", 1), ("sub/b.pdf", 2), ("sub/deeper/c.pdf", 3)]:
+        (docs / relative).parent.mkdir(parents=True, exist_ok=True)
+        (docs / relative).write_bytes(make_document("pdf", index)[1])
+    (docs / "sub" / "d.png").write_bytes(make_document("png", 4)[1])
+    (docs / "notes.txt").write_text("not a document")
+    (root / "outside.pdf").write_bytes(make_document("pdf", 5)[1])
+    (docs / "escape.pdf").symlink_to(root / "outside.pdf")
+    (docs / "out").mkdir()
+    (docs / "out" / "old.pdf").write_bytes(make_document("pdf", 6)[1])
+    return docs
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [[], ["--no-recursive"], ["--pattern", "*.pdf"], ["--pattern", "sub/*"], ["--no-resume"]],
+)
+def test_total_is_counted_by_the_same_rules_as_the_run(
+    flags: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = _tree(tmp_path)
+    # The folder, plus a file named twice (once inside the folder, once outside).
+    paths = [str(docs), str(docs / "a.pdf"), str(tmp_path / "outside.pdf")]
+    argv = ["run", "convert", *paths, "--out", str(docs / "out"), "--local", "--json"]
+    argv += ["--step-latency", "0.01", "--progress", "plain", *flags]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    found = [line for line in captured.err.splitlines() if line.startswith("found ")]
+    assert found == [f"found {summary['counts']['total']} documents"]
+    last = [line for line in captured.err.splitlines() if line.startswith("done ")][-1]
+    assert f"[{summary['counts']['total']}/{summary['counts']['total']} · " in last
+
+
+async def test_the_total_arrives_while_the_run_is_still_going(tmp_path: Path) -> None:
+    docs = _tree(tmp_path)
+    arrived = anyio.Event()
+    totals: list[int] = []
+
+    def on_total(total: int) -> None:
+        totals.append(total)
+        arrived.set()
+
+    paths = [docs, tmp_path / "outside.pdf"]
+    async with counting(
+        paths, pattern=None, recursive=True, out_dir=docs / "out", on_total=on_total
+    ):
+        # The body (the run) is still going: the total is delivered on the event loop.
+        with anyio.fail_after(10):
+            await arrived.wait()
+    # a, b, c, d, plus the file named: not notes.txt, the symlink out, or out/old.pdf.
+    assert totals == [5]
+    stop = threading.Event()
+    stop.set()
+    assert count_documents(paths, pattern=None, recursive=True, exclude=[], stop=stop) is None
+
+
+def test_plain_progress_of_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for index in range(1, 21):
+        name, data = make_document("pdf", index)
+        (docs / name).write_bytes(data)
+    argv = ["run", "convert", str(docs), "--out", str(tmp_path / "out"), "--local", "--plain"]
+    assert main([*argv, "--concurrency", "4", "--step-latency", "0.05"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    found = lines.index("found 20 documents")
+    done = [line for line in lines if line.startswith("done ")]
+    assert len(done) == 20 and all("docs/s" in line for line in done)
+    # Once counted, every line shows done/total; the ETA goes when nothing is left.
+    assert all("/20 · " in line for line in lines[found:] if line.startswith("done "))
+    assert "[20/20 · 20 ok · " in done[-1] and "ETA" not in done[-1]
+
+
+def test_run_json_summary(
+    remote: ThreadedServer, docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (docs / "broken.pdf").write_bytes(b"not a pdf at all")
+    out = tmp_path / "out"
+    pipeline = remote.server.create_pipeline_sync(["convert", "segment"])
+    argv = ["run", pipeline, str(docs), "--out", str(out), "--json", *remote.flags()]
+    assert main([*argv, "--progress", "off"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    summary = json.loads(captured.out)
+    assert summary["pipeline_id"] == pipeline and summary["exit_code"] == 1
+    assert summary["ok"] is False
+    assert summary["counts"] == {
+        "done": 6,
+        "failed": 1,
+        "skipped": 0,
+        "resumed": 0,
+        "ignored": 2,
+        "total": 7,
+    }
+    (failed,) = summary["failed"]
+    assert failed["document"] == "broken.pdf" and "not a PDF" in failed["reason"]
+    assert failed["execution_id"].startswith("pex_")
+    done = {d["document"]: d for d in summary["done"]}
+    assert done["invoice-0003.pdf"]["pages"] == 3
+    assert all(d["execution_id"].startswith("pex_") for d in done.values())
+    assert summary["pages"] == sum(d["pages"] for d in done.values())
+    assert {i["reason"] for i in summary["ignored"]} == {"unsupported file type"}
+    assert summary["out_dir"] == str(out.resolve())
+    assert summary["manifest"] == str(out.resolve() / MANIFEST_NAME)
+    assert summary["elapsed"] > 0
+
+    # Again: what was done is skipped, with the execution id of the earlier run.
+    assert main([*argv, "--progress", "plain"]) == 1
+    captured = capsys.readouterr()
+    again = json.loads(captured.out)
+    assert again["counts"]["skipped"] == 6 and again["counts"]["done"] == 0
+    skipped = {d["document"]: d["execution_id"] for d in again["skipped"]}
+    assert skipped["invoice-0003.pdf"] == done["invoice-0003.pdf"]["execution_id"]
+    assert "found 7 documents" in captured.err  # progress went to stderr
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["run", "--help"]):
+        assert main(argv) == 0
+        text = capsys.readouterr().out
+        assert "exit codes:" in text and "130" in text and "usage error" in text
+    assert main(["run", "--help"]) == 0
+    assert "--json" in capsys.readouterr().out
+
+
+def test_serve_has_one_parser(monkeypatch: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["serve", "--help"]) == 0
+    via_cli = capsys.readouterr().out
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "datalab_async.local", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "COLUMNS": "100"},
+    )
+    assert done.returncode == 0
+    assert via_cli.startswith("usage: datalab-async serve ")
+    assert done.stdout.startswith("usage: python -m datalab_async.local ")
+
+    def body(text: str) -> str:  # everything after the usage paragraph
+        return text.split("\n\n", 1)[1]
+
+    assert body(via_cli) == body(done.stdout)
+    assert "--step-latency" in via_cli and "--error-503-rate" in via_cli
+
+
+def test_plain_progress_shows_the_step_a_document_is_at(
+    docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two steps of 0.75 s: the first status poll (after about 0.25 s) finds step 1 running.
+    argv = ["run", "convert,segment", str(docs / "invoice-0001.pdf"), "--local", "--plain"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--step-latency", "0.75"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert steps and steps[0].startswith("step     invoice-0001.pdf: step 1/2 convert ")
+    assert lines.index(steps[-1]) < next(i for i, x in enumerate(lines) if x.startswith("done "))

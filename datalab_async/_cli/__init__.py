@@ -1,0 +1,76 @@
+"""The ``datalab-async`` command line: run pipelines over files and folders, watch executions,
+fetch results, manage pipelines, serve the local API.
+
+::
+
+    datalab-async run PIPELINE_ID PATH... [--out DIR] [--concurrency N] [--local] [--json]
+    datalab-async watch EXECUTION_ID
+    datalab-async result EXECUTION_ID STEP
+    datalab-async pipelines list | create STEP... | publish PIPELINE_ID
+    datalab-async serve [--port N ...]
+
+One module per command. Each has ``add_parser(commands)``, which adds its sub-parser and sets
+its handler (``parser.set_defaults(handler=...)``, an ``async (args) -> exit code``); a new
+command is one module listed in :data:`COMMANDS`. Shared pieces: ``_common`` (argument types,
+connection flags, the client), ``progress`` (live displays fed by ``FolderEvent`` s) and
+``summary`` (a ``FolderSummary`` as tables, lines or JSON).
+
+Exit codes: 0 success, 1 a document or a request failed, 2 bad usage, 130 interrupted.
+``rich`` (the ``cli`` extra) gives a live progress display; without it output is plain lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from .._errors import DatalabError, InvalidInputError
+from .._version import __version__
+from . import pipelines, result, run, serve, watch
+from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CommandModule, UsageError
+from .run import DEMO_INVOICE_SCHEMA, EXIT_CODES_HELP
+
+__all__ = ["COMMANDS", "DEMO_INVOICE_SCHEMA", "build_parser", "main"]
+
+#: The command modules, in ``--help`` order. Register a new command by adding its module here.
+COMMANDS: tuple[CommandModule, ...] = (run, watch, result, pipelines, serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``datalab-async`` argument parser: each command module adds its own sub-parser."""
+    parser = argparse.ArgumentParser(
+        prog="datalab-async",
+        description="Run Datalab pipelines over many documents, watch executions, fetch results.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error (already printed)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    try:
+        code: int = asyncio.run(args.handler(args))
+        return code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, InvalidInputError) as exc:
+        print(f"datalab-async: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DatalabError as exc:
+        print(f"datalab-async: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"datalab-async: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,319 @@
+"""``datalab-async run``: a pipeline over files and folders, results to ``--out``, with live
+progress (total counted ahead, rate, ETA, each document's step) and an optional JSON summary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._folder_manifest import walk_folder
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Subparsers,
+    UsageError,
+    client,
+    connection_flags,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from .progress import PROGRESS_MODES, Display, RichDisplay, make_display
+from .summary import RunRecord, print_summary, summary_json
+
+if TYPE_CHECKING:
+    from .._client import AsyncDatalabClient
+    from .._client.folder import FolderEvent
+
+__all__ = ["DEMO_INVOICE_SCHEMA", "EXIT_CODES_HELP", "add_parser", "count_documents", "counting"]
+
+#: The extraction schema of ``run demo --local``: the fields of an invoice.
+DEMO_INVOICE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "invoice_number": {"type": "string", "description": "The invoice number, e.g. INV-0001"},
+        "vendor": {"type": "string", "description": "The company that issued the invoice"},
+        "customer": {"type": "string", "description": "The company billed"},
+        "date": {"type": "string", "description": "The issue date (YYYY-MM-DD)"},
+        "due_date": {"type": "string", "description": "The payment due date (YYYY-MM-DD)"},
+        "currency": {"type": "string", "description": "Three-letter currency code"},
+        "total": {"type": "number", "description": "The amount due, tax included"},
+    },
+    "required": ["invoice_number", "vendor", "date", "total"],
+}
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success (run: every document done, or skipped as done before)
+  1    a document, an execution (watch) or a request failed
+  2    usage error (bad arguments, missing API key, unknown paths)
+  130  interrupted (Ctrl-C); run again and it resumes from the manifest"""
+
+
+def add_parser(commands: Subparsers) -> None:
+    """Add ``run`` to ``commands``."""
+    run = commands.add_parser(
+        "run",
+        parents=[connection_flags()],
+        help="run a pipeline over files and folders, writing results to --out",
+        description="Run PIPELINE_ID on every supported document in PATH... (files and "
+        "folders). Results go to --out, one folder per document; a manifest there lets a "
+        "re-run skip finished documents and resume interrupted ones.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.set_defaults(handler=_run)
+    run.add_argument(
+        "pipeline_id",
+        metavar="PIPELINE_ID",
+        help="pl_... ID; with --local also 'demo' (convert -> extract invoices) or step "
+        "types such as 'convert,segment'",
+    )
+    run.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to process")
+    run.add_argument("--out", default="datalab-out", metavar="DIR", help="output folder")
+    run.add_argument("--concurrency", type=positive_int, default=16, metavar="N")
+    run.add_argument(
+        "--version",
+        dest="pipeline_version",
+        type=non_negative_int,
+        metavar="N",
+        help="pipeline version (0 = draft; default: the active published version)",
+    )
+    run.add_argument("--page-range", metavar="R", help="0-indexed pages, e.g. '0,2-4'")
+    run.add_argument(
+        "--output-format", metavar="F", help="json, html, markdown or chunks (comma-separated)"
+    )
+    run.add_argument("--pattern", metavar="GLOB", help="only files matching GLOB (e.g. '*.pdf')")
+    run.add_argument("--no-recursive", action="store_true", help="do not enter sub-folders")
+    run.add_argument(
+        "--no-resume", action="store_true", help="ignore the manifest: process everything again"
+    )
+    run.add_argument(
+        "--max-per-second", type=positive_float, metavar="R", help="cap on documents started/s"
+    )
+    run.add_argument(
+        "--timeout", type=positive_float, metavar="S", help="give up on a document after S s"
+    )
+    _add_output_flags(run)
+    _add_local_flags(run)
+
+
+def _add_output_flags(run: argparse.ArgumentParser) -> None:
+    output = run.add_argument_group("output")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON summary on stdout (progress goes to stderr)",
+    )
+    output.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="progress display: rich on a terminal, plain lines otherwise (default: auto); "
+        "--plain is --progress plain",
+    )
+
+
+def _add_local_flags(run: argparse.ArgumentParser) -> None:
+    local = run.add_argument_group("local server")
+    local.add_argument(
+        "--local",
+        action="store_true",
+        help="run against an embedded local server (no API key needed)",
+    )
+    local.add_argument(
+        "--step-latency",
+        type=float,
+        default=0.05,
+        metavar="S",
+        help="with --local: seconds each processing step takes (default: %(default)s)",
+    )
+
+
+# -- counting the input ------------------------------------------------------------------------
+
+
+def count_documents(
+    paths: Sequence[Path],
+    *,
+    pattern: str | None,
+    recursive: bool,
+    exclude: Sequence[Path],
+    stop: threading.Event | None = None,
+) -> int | None:
+    """How many documents ``process_paths`` will take from ``paths`` (same walk, same rules:
+    a file named is one document, a folder is walked); None when ``stop`` is set first.
+    Blocking: run it in a worker thread."""
+    total = 0
+    for path in paths:
+        if not path.is_dir():
+            total += 1
+            continue
+        for _ in walk_folder(path, pattern=pattern, recursive=recursive, exclude=exclude):
+            if stop is not None and stop.is_set():
+                return None
+            total += 1
+    return total
+
+
+@contextlib.asynccontextmanager
+async def counting(
+    paths: Sequence[Path],
+    *,
+    pattern: str | None,
+    recursive: bool,
+    out_dir: Path,
+    on_total: Callable[[int], object],
+) -> AsyncIterator[None]:
+    """Count the input in a worker thread while the body runs; ``on_total(n)`` once known,
+    called on the event loop. Leaving the body stops an unfinished count (and waits for it).
+
+    A plain thread rather than a task group, so that the body's exceptions reach the caller
+    unwrapped (a task group would raise them inside an ``ExceptionGroup``).
+    """
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+
+    def deliver(total: int) -> None:
+        if not stop.is_set():
+            on_total(total)
+
+    def count_in_thread() -> None:
+        exclude = [Path(os.path.realpath(out_dir))]  # as process_paths excludes its output
+        total = count_documents(
+            paths, pattern=pattern, recursive=recursive, exclude=exclude, stop=stop
+        )
+        if total is not None:
+            loop.call_soon_threadsafe(deliver, total)
+
+    thread = threading.Thread(target=count_in_thread, name="datalab-count", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(thread.join)
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _local_target(
+    args: argparse.Namespace,
+) -> AsyncIterator[tuple[AsyncDatalabClient, str]]:
+    """An embedded local server, a client for it, and the pipeline to run."""
+    from .._client import AsyncDatalabClient
+    from ..local import LocalDatalab
+
+    spec = args.pipeline_id
+    async with LocalDatalab(step_latency=max(0.0, args.step_latency)) as server:
+        if spec == "demo":
+            steps: list[Any] = [
+                {"type": "convert", "settings": {}},
+                {"type": "extract", "settings": {"page_schema": DEMO_INVOICE_SCHEMA}},
+            ]
+            pipeline_id = server.create_pipeline_sync(steps, name="Invoice demo")
+        elif spec.startswith("pl_"):
+            raise UsageError(
+                f"the local server is new and empty: it has no pipeline {spec!r}; use 'demo' or "
+                "step types such as 'convert,extract'"
+            )
+        else:
+            pipeline_id = server.create_pipeline_sync(_local_steps(spec))
+        async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as api:
+            yield api, pipeline_id
+
+
+def _local_steps(spec: str) -> list[str]:
+    from ..local._processors import STEP_TYPES
+
+    names = [part.strip() for part in spec.split(",") if part.strip()]
+    unknown = [name for name in names if name not in STEP_TYPES]
+    if not names or unknown:
+        raise UsageError(
+            f"cannot build a local pipeline from {spec!r}: use 'demo' or step types "
+            f"among {', '.join(STEP_TYPES)} (comma-separated)"
+        )
+    return names
+
+
+@contextlib.asynccontextmanager
+async def _remote_target(
+    args: argparse.Namespace,
+) -> AsyncIterator[tuple[AsyncDatalabClient, str]]:
+    async with client(args) as api:
+        yield api, args.pipeline_id
+
+
+def _display(args: argparse.Namespace) -> Display:
+    mode = "plain" if args.plain and args.progress == "auto" else args.progress
+    return make_display(mode, sys.stderr if args.json else sys.stdout)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    options: dict[str, Any] = {
+        "version": args.pipeline_version,
+        "page_range": args.page_range,
+        "output_format": args.output_format,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    out_dir = Path(args.out)
+    target = _local_target(args) if args.local else _remote_target(args)
+    display = _display(args)
+    record = RunRecord()
+
+    def on_event(event: FolderEvent) -> None:
+        record.event(event)
+        display.event(event)
+
+    async with target as (api, pipeline_id):
+        where = " on the local server" if args.local else ""
+        display.start(f"Running {pipeline_id}{where} -> {out_dir}")
+        try:
+            recursive = not args.no_recursive
+            async with counting(
+                paths,
+                pattern=args.pattern,
+                recursive=recursive,
+                out_dir=out_dir,
+                on_total=display.set_total,
+            ):
+                summary = await api.process_paths(
+                    paths,
+                    pipeline_id,
+                    out_dir,
+                    concurrency=args.concurrency,
+                    pattern=args.pattern,
+                    recursive=recursive,
+                    resume=not args.no_resume,
+                    max_per_second=args.max_per_second,
+                    timeout=args.timeout,
+                    on_event=on_event,
+                    **options,
+                )
+        finally:
+            display.stop()
+    code = EXIT_OK if summary.ok else EXIT_FAILED
+    if args.json:
+        document = summary_json(summary, record, pipeline_id=pipeline_id, exit_code=code)
+        print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
+    else:
+        console = display.console if isinstance(display, RichDisplay) else None
+        print_summary(summary, sys.stdout, console)
+    return code
