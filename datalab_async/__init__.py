@@ -29,7 +29,7 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from ._folder_manifest import FolderSummary
+from ._folder_manifest import FolderOutcome, FolderSummary
 from ._models import (
     Collection,
     CollectionFileList,
@@ -96,6 +96,7 @@ __all__ = [
     "ExecutionStatus",
     "ExecutionStatusChanged",
     "FolderEvent",
+    "FolderOutcome",
     "FolderSummary",
     "InsecureTransportError",
     "InvalidInputError",

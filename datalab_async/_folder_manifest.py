@@ -35,6 +35,7 @@ __all__ = [
     "DocState",
     "FileFingerprint",
     "FolderEntry",
+    "FolderOutcome",
     "FolderSummary",
     "Manifest",
     "UnsafePathError",
@@ -64,18 +65,50 @@ class UnsafePathError(InvalidInputError):
 
 
 @attrs.frozen
+class FolderOutcome:
+    """How one document of a folder job failed: the bulk calls' one failure shape.
+
+    ``error`` is the exception that stopped the document (None when its execution ran and
+    ended failed: ``reason`` then names the failed steps); ``execution_id`` is set once the run
+    was accepted (a re-run resumes an interrupted one instead of submitting it again).
+    Shares ``name``, ``ok``, ``error``, ``execution_id`` and ``describe_failure()`` with
+    ``DocumentOutcome``.
+    """
+
+    relative: str
+    reason: str
+    execution_id: str | None = None
+    error: BaseException | None = attrs.field(default=None, eq=False)
+
+    @property
+    def name(self) -> str:
+        """The document's path relative to the input (its label in logs and summaries)."""
+        return self.relative
+
+    @property
+    def ok(self) -> bool:
+        """Always False: only failures are kept as outcomes."""
+        return False
+
+    def describe_failure(self) -> str:
+        """A one-line reason this document failed."""
+        return self.reason
+
+
+@attrs.frozen
 class FolderSummary:
     """What ``process_folder`` did.
 
     ``done``: relative paths processed successfully in this run (``resumed`` is the subset that
-    an earlier, interrupted run had already submitted); ``failed``: ``(relative path, reason)``;
+    an earlier, interrupted run had already submitted); ``failed``: a ``FolderOutcome`` per
+    document that failed (``.relative``, ``.reason``, ``.error``, ``.execution_id``);
     ``skipped``: done by an earlier run (per the manifest); ``ignored``: files left out
     (unsupported type, symlinks leading out of the folder). ``pages`` counts pages processed in
     this run when the results report them.
     """
 
     done: tuple[str, ...]
-    failed: tuple[tuple[str, str], ...]
+    failed: tuple[FolderOutcome, ...]
     skipped: tuple[str, ...]
     pages: int
     elapsed: float

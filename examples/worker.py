@@ -262,7 +262,7 @@ class Worker:
             )
             return
         if summary.failed:
-            reason = summary.failed[0][1]
+            reason = summary.failed[0].reason
             log.info("failed   %s %s (%.1fs): %s", job.pipeline_id, job.path, took, reason)
             await self.move(job, ".failed")
             return

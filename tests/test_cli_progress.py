@@ -21,7 +21,7 @@ from datalab_async._cli.progress import (
     step_label,
 )
 from datalab_async._cli.summary import RunRecord, ignored_reason, summary_json
-from datalab_async._folder_manifest import FolderSummary
+from datalab_async._folder_manifest import FolderOutcome, FolderSummary
 from datalab_async._models import ExecutionStatus, PipelineExecution, PipelineStep, StepStatus
 
 
@@ -205,7 +205,7 @@ def test_summary_json_joins_the_summary_with_what_the_events_said(tmp_path: Path
         record.event(event)
     summary = FolderSummary(
         done=("a.pdf",),
-        failed=(("b.pdf", "TimeoutError"),),
+        failed=(FolderOutcome("b.pdf", "TimeoutError"),),
         skipped=("c.pdf",),
         pages=3,
         elapsed=2.0,

@@ -22,6 +22,7 @@ from datalab_async import (
 )
 from datalab_async._folder_manifest import (
     MANIFEST_NAME,
+    FolderOutcome,
     Manifest,
     UnsafePathError,
     count_pages,
@@ -365,7 +366,7 @@ async def test_timeout_leaves_the_document_to_resume(tmp_path: Path) -> None:
         async with client_for(server) as client:
             first = await client.process_folder(src, pipeline, out, timeout=0.2)
             assert first.done == () and len(first.failed) == 2
-            assert all("re-run resumes it" in reason for _, reason in first.failed)
+            assert all("re-run resumes it" in o.reason for o in first.failed)
             second = await client.process_folder(src, pipeline, out)
         assert len(second.done) == 2 and len(second.resumed) == 2
         assert server.stats()["executions_created"] == 2
@@ -409,7 +410,7 @@ async def test_failed_documents_are_reported_with_reasons_and_retried(
     async with client_for(server) as client:
         summary = await client.process_folder(src, pipeline, out)
         assert len(summary.done) == 2 and not summary.ok
-        reasons = dict(summary.failed)
+        reasons = {o.relative: o.reason for o in summary.failed}
         assert set(reasons) == {"broken.pdf", "empty.pdf"}
         assert "failed" in reasons["broken.pdf"] and "not a PDF" in reasons["broken.pdf"]
         assert "empty" in reasons["empty.pdf"]
@@ -418,7 +419,7 @@ async def test_failed_documents_are_reported_with_reasons_and_retried(
         assert set(failed) == {"broken.pdf", "empty.pdf"}
         # A re-run retries the failures only.
         again = await client.process_folder(src, pipeline, out)
-    assert len(again.skipped) == 2 and {p for p, _ in again.failed} == set(reasons)
+    assert len(again.skipped) == 2 and {o.relative for o in again.failed} == set(reasons)
     assert server.stats()["executions_created"] == 4
 
 
@@ -533,7 +534,7 @@ async def test_crafted_step_types_stay_inside_out_dir(
 def test_summary_is_frozen_and_readable(tmp_path: Path) -> None:
     summary = FolderSummary(
         done=("a",),
-        failed=(("b", "why"),),
+        failed=(FolderOutcome("b", "why"),),
         skipped=(),
         pages=3,
         elapsed=1.5,

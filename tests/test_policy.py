@@ -213,8 +213,9 @@ async def test_folder_watch_on_a_vanished_host_keeps_the_execution_id(tmp_path: 
                 on_event=on_event,
             )
     assert not summary.done and len(summary.failed) == len(docs)
-    for _, reason in summary.failed:
-        assert "APIConnectionError" in reason and "a re-run resumes it" in reason
+    for outcome in summary.failed:
+        assert isinstance(outcome.error, APIConnectionError) and outcome.execution_id
+        assert "a re-run resumes it" in outcome.reason
     manifest = (tmp_path / "out" / ".datalab-manifest.jsonl").read_text()
     assert manifest.count('"submitted"') == len(docs) and '"failed"' not in manifest
 

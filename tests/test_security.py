@@ -801,7 +801,7 @@ async def test_symlink_planted_in_out_dir_is_not_written_through(
         summary = await client.process_folder(src, "pl_1", out)
     assert victim.read_text() == "untouched"
     assert sorted(outside.iterdir()) == [victim]
-    failed = dict(summary.failed)
+    failed = {o.relative: o.reason for o in summary.failed}
     assert "a.pdf" in failed and "outside" in failed["a.pdf"]
     assert summary.done == ("b.pdf",)
     result = out / "b.pdf" / "0_convert.json"

@@ -75,8 +75,8 @@ def print_summary(summary: FolderSummary, stream: TextIO, console: Any = None) -
         print("", file=stream)
         for name, value in summary_rows(summary):
             print(f"{name:>22}: {value}", file=stream)
-        for relative, reason in summary.failed:
-            print(f"  failed: {relative}: {reason}", file=stream)
+        for outcome in summary.failed:
+            print(f"  failed: {outcome.relative}: {outcome.reason}", file=stream)
         stream.flush()
         return
     from rich.table import Table
@@ -91,8 +91,8 @@ def print_summary(summary: FolderSummary, stream: TextIO, console: Any = None) -
         failures = Table(title="Failed documents", title_justify="left")
         failures.add_column("document", style="red")
         failures.add_column("reason")
-        for relative, reason in summary.failed:
-            failures.add_row(relative, reason)
+        for outcome in summary.failed:
+            failures.add_row(outcome.relative, outcome.reason)
         console.print(failures)
 
 
@@ -123,7 +123,14 @@ def summary_json(summary: FolderSummary, record: RunRecord, **extra: Any) -> dic
             "total": summary.total,
         },
         "done": [doc(r, pages=record.pages.get(r, 0)) for r in summary.done],
-        "failed": [doc(r, reason=reason) for r, reason in summary.failed],
+        "failed": [
+            {
+                "document": o.relative,
+                "execution_id": o.execution_id or ids.get(o.relative),
+                "reason": o.reason,
+            }
+            for o in summary.failed
+        ],
         "skipped": [doc(r) for r in summary.skipped],
         "resumed": [doc(r) for r in summary.resumed],
         "ignored": [{"document": r, "reason": ignored_reason(r)} for r in summary.ignored],

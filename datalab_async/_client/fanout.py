@@ -131,7 +131,13 @@ class DocumentOutcome:
 
     @property
     def name(self) -> str:
+        """The source's name (its label in logs and summaries)."""
         return self.source.name
+
+    @property
+    def execution_id(self) -> str | None:
+        """The execution's id, once the run was accepted."""
+        return self.execution.execution_id if self.execution is not None else None
 
     @property
     def status(self) -> ExecutionStatus | None:

@@ -28,6 +28,7 @@ from .._folder_manifest import (
     DocState,
     FileFingerprint,
     FolderEntry,
+    FolderOutcome,
     FolderSummary,
     Manifest,
     config_fingerprint,
@@ -72,7 +73,7 @@ class FolderEvent:
 @attrs.define
 class _Tally:
     done: list[str] = attrs.field(factory=list)
-    failed: list[tuple[str, str]] = attrs.field(factory=list)
+    failed: list[FolderOutcome] = attrs.field(factory=list)
     skipped: list[str] = attrs.field(factory=list)
     resumed: list[str] = attrs.field(factory=list)
     ignored: list[str] = attrs.field(factory=list)
@@ -143,8 +144,14 @@ class _Job:
             await anyio.to_thread.run_sync(self.manifest.fsync)
             self._synced = written
 
-    def fail(self, relative: str, reason: str, execution_id: str | None = None) -> None:
-        self.tally.failed.append((relative, reason))
+    def fail(
+        self,
+        relative: str,
+        reason: str,
+        execution_id: str | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.tally.failed.append(FolderOutcome(relative, reason, execution_id, error))
         self.emit(relative, "failed", execution_id=execution_id, reason=reason)
 
     # -- planning ----------------------------------------------------------------------------
@@ -209,7 +216,7 @@ class _Job:
                 **self.run_options,
             )
         except Exception as err:
-            self._record_failure(relative, _describe(err))
+            self._record_failure(relative, err)
             return
 
         async def submitted(execution: PipelineExecution) -> None:
@@ -233,19 +240,20 @@ class _Job:
             await self._finish(item, tracker, (request, submitted), deadline)
         except NotFoundError as err:
             if tracker.execution is None:
-                self._record_failure(relative, _describe(err))
+                self._record_failure(relative, err)
             else:
                 self._interrupted(relative, tracker.execution.execution_id, err)
 
-    def _record_failure(self, relative: str, reason: str) -> None:
+    def _record_failure(self, relative: str, error: BaseException) -> None:
         """Nothing was submitted: recorded as failed, so a re-run submits it again."""
+        reason = _describe(error)
         self.manifest.record("failed", relative, self.config, reason=reason)
-        self.fail(relative, reason)
+        self.fail(relative, reason, error=error)
 
     def _interrupted(self, relative: str, execution_id: str, error: BaseException) -> None:
         # Not recorded as failed: the execution may still finish, and a re-run resumes it.
         reason = f"{_describe(error)} (execution {execution_id}; a re-run resumes it)"
-        self.fail(relative, reason, execution_id)
+        self.fail(relative, reason, execution_id, error)
 
     async def _finish(
         self,
@@ -283,7 +291,7 @@ class _Job:
             raise
         except Exception as err:
             if tracker.execution is None:
-                self._record_failure(relative, _describe(err))
+                self._record_failure(relative, err)
             else:
                 self._interrupted(relative, tracker.execution.execution_id, err)
             return
@@ -396,7 +404,7 @@ class FolderMixin(WatchMixin):
 
             summary = await client.process_folder("invoices/", "pl_x", "out/", concurrency=16)
             print(summary)                  # 120 done, 2 failed, 0 skipped, 310 pages in 41.0s
-            for path, reason in summary.failed: ...
+            for outcome in summary.failed: ...  # FolderOutcome: .relative, .reason, .error
 
         Each document's step results land in ``out_dir/<relative path>/<step>_<type>.json``
         (plus ``.md`` when the result has markdown). Every path component is sanitised and the
