@@ -79,6 +79,19 @@ class _Tally:
     ignored: list[str] = attrs.field(factory=list)
     pages: int = 0
 
+    def summary(self, elapsed: float, out_dir: Path, manifest_path: Path) -> FolderSummary:
+        return FolderSummary(
+            done=tuple(self.done),
+            failed=tuple(self.failed),
+            skipped=tuple(self.skipped),
+            pages=self.pages,
+            elapsed=elapsed,
+            out_dir=out_dir,
+            manifest_path=manifest_path,
+            resumed=tuple(self.resumed),
+            ignored=tuple(self.ignored),
+        )
+
 
 @attrs.frozen
 class _Work:
@@ -458,24 +471,8 @@ class FolderMixin(WatchMixin):
         its own name as the first component of its documents' paths and each file its name.
         Files named explicitly are taken whatever their type or location.
         """
-        validate_id(pipeline_id, "pipeline_id")
-        check_concurrency(concurrency)
-        unknown = set(run_options) - proto.RUN_OPTIONS
-        if unknown:
-            raise InvalidInputError(
-                f"unknown run option(s) for process_folder: {', '.join(sorted(unknown))}"
-            )
-        if timeout is not None:
-            deadline_after(timeout)
+        inputs = await _checked_arguments(paths, pipeline_id, concurrency, timeout, run_options)
         pace = document_pace(max_per_second)
-        inputs = [Path(p) for p in paths]
-        if not inputs:
-            raise InvalidInputError("no files or folders given", field="paths")
-        for path in inputs:
-            if not await anyio.Path(path).exists():
-                raise InvalidInputError(f"no such file or folder: {str(path)!r}", field="paths")
-        # Check the options locally now rather than once per document.
-        proto.validate_run_options(pipeline_id, run_options)
 
         started = time.monotonic()
         target, manifest, states = await anyio.to_thread.run_sync(_prepare, Path(out_dir), resume)
@@ -503,18 +500,35 @@ class FolderMixin(WatchMixin):
                     await anyio.to_thread.run_sync(manifest.fsync)
                 finally:
                     manifest.close()
-        tally = job.tally
-        return FolderSummary(
-            done=tuple(tally.done),
-            failed=tuple(tally.failed),
-            skipped=tuple(tally.skipped),
-            pages=tally.pages,
-            elapsed=time.monotonic() - started,
-            out_dir=target,
-            manifest_path=manifest.path,
-            resumed=tuple(tally.resumed),
-            ignored=tuple(tally.ignored),
+        return job.tally.summary(time.monotonic() - started, target, manifest.path)
+
+
+async def _checked_arguments(
+    paths: Sequence[str | os.PathLike[str]],
+    pipeline_id: str,
+    concurrency: int,
+    timeout: float | None,  # noqa: ASYNC109 - only checked here, per document later
+    run_options: dict[str, Any],
+) -> list[Path]:
+    """Every argument checked locally, before any request; the input paths."""
+    validate_id(pipeline_id, "pipeline_id")
+    check_concurrency(concurrency)
+    unknown = set(run_options) - proto.RUN_OPTIONS
+    if unknown:
+        raise InvalidInputError(
+            f"unknown run option(s) for process_folder: {', '.join(sorted(unknown))}"
         )
+    if timeout is not None:
+        deadline_after(timeout)
+    inputs = [Path(p) for p in paths]
+    if not inputs:
+        raise InvalidInputError("no files or folders given", field="paths")
+    for path in inputs:
+        if not await anyio.Path(path).exists():
+            raise InvalidInputError(f"no such file or folder: {str(path)!r}", field="paths")
+    # Check the options locally now rather than once per document.
+    proto.validate_run_options(pipeline_id, run_options)
+    return inputs
 
 
 def _prepare(out_dir: Path, resume: bool) -> tuple[Path, Manifest, dict[str, DocState]]:

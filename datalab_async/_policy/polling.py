@@ -57,6 +57,38 @@ def deadline_after(timeout: float | None) -> float:
     return anyio.current_time() + timeout
 
 
+class _Failures:
+    """A run of consecutive failed polls: when it began, the last error, its backoff."""
+
+    def __init__(self, poll: PollPolicy, retry: RetryPolicy) -> None:
+        self._poll = poll
+        self._retry = retry
+        self.count = 0
+        self.since: float | None = None
+        self.last: DatalabError | None = None
+
+    def give_up_at(self) -> float:
+        """When the run of failures exhausts ``poll.give_up_after`` (inf: never)."""
+        if self.since is None or self._poll.give_up_after is None:
+            return math.inf
+        return self.since + self._poll.give_up_after
+
+    def record(self, error: DatalabError, started: float, wait: float) -> float:
+        """Count a failed poll (begun at ``started``); the wait before the next one."""
+        self.last = error
+        if self.since is None:
+            self.since = started
+        retry_after = parse_retry_after(getattr(error, "headers", None) or {})
+        wait = max(wait, self._retry.backoff(self.count, retry_after))
+        self.count += 1
+        return wait
+
+    def reset(self) -> None:
+        """A poll succeeded: the run of failures is over."""
+        self.count = 0
+        self.since = self.last = None
+
+
 async def poll_states(
     fetch: Callable[[], Awaitable[T]],
     *,
@@ -80,9 +112,7 @@ async def poll_states(
     started = anyio.current_time()
     last: T | None = known
     polls = 1 if known is not None else 0
-    failures = 0
-    failing_since: float | None = None
-    last_error: DatalabError | None = None
+    failures = _Failures(poll, retry)
 
     def timed_out() -> WaitTimeoutError:
         seen = describe(last) if last is not None else "nothing seen yet"
@@ -100,52 +130,36 @@ async def poll_states(
         now = anyio.current_time()
         if now >= deadline:
             raise timed_out()
-        give_up_at = math.inf
-        if failing_since is not None and poll.give_up_after is not None:
-            give_up_at = failing_since + poll.give_up_after
-            if now >= give_up_at:
-                assert last_error is not None
-                raise last_error
+        limit = min(deadline, failures.give_up_at())
+        if now >= limit:
+            assert failures.last is not None
+            raise failures.last
         if wakeup is not None:
             wakeup.clear()
         wait = poll.interval(polls, now - started)
-        limit = min(deadline, give_up_at)
         current: T | None = None
-        got = False
         # A cancel scope per poll only when there is a deadline to enforce (the hot path of a
         # fan-out runs thousands of these).
         scope = anyio.CancelScope(deadline=limit) if not math.isinf(limit) else None
         with scope if scope is not None else contextlib.nullcontext():
             try:
                 current = await fetch()
-                got = True
             except _TRANSIENT as err:
                 if not err.retryable:
                     raise
-                last_error = err
-                if failing_since is None:
-                    failing_since = now
-                retry_after = parse_retry_after(getattr(err, "headers", None) or {})
-                wait = max(wait, retry.backoff(failures, retry_after))
-                failures += 1
+                wait = failures.record(err, now, wait)
                 logger.debug("polling %s failed (%s); again in %.2f s", what, err, wait)
         if scope is not None and scope.cancelled_caught:
-            if anyio.current_time() >= deadline or last_error is None:
+            if anyio.current_time() >= deadline or failures.last is None:
                 raise timed_out()
-            raise last_error
-        if got:
-            assert current is not None
-            failures = 0
-            failing_since = last_error = None
+            raise failures.last
+        if current is not None:
+            failures.reset()
             last = current
             yield current
             if is_terminal(current):
                 return
             polls += 1
-            limit = deadline
-        elif failing_since is not None and poll.give_up_after is not None:
-            limit = min(deadline, failing_since + poll.give_up_after)
-        remaining = limit - anyio.current_time()
-        if remaining <= 0:
-            continue  # the checks at the top raise
-        await pause(min(wait, remaining))
+        remaining = min(deadline, failures.give_up_at()) - anyio.current_time()
+        if remaining > 0:
+            await pause(min(wait, remaining))

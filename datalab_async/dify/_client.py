@@ -551,14 +551,7 @@ class AsyncDifyKnowledgeClient(TransportClient):
         ``.last``. Safe to abandon with ``break``: no connection is held between polls.
         """
         self._check_open()
-        if poll is None:
-            if not 0 < poll_interval <= max_poll_interval:
-                raise InvalidInputError(
-                    "need 0 < poll_interval <= max_poll_interval", field="poll_interval"
-                )
-            poll = PollPolicy(initial=poll_interval, max_interval=max_poll_interval, jitter=0.0)
-        if timeout is not None and timeout <= 0:
-            raise InvalidInputError("timeout must be positive or None", field="timeout")
+        poll = _indexing_poll(poll, poll_interval, max_poll_interval, timeout)
         seen: dict[str, str | None] = {}
         batch_id: str
         if isinstance(batch, PublishedRun):
@@ -592,6 +585,21 @@ class AsyncDifyKnowledgeClient(TransportClient):
                             new=status.indexing_status,
                             document=status,
                         )
+
+
+def _indexing_poll(
+    poll: PollPolicy | None, poll_interval: float, max_poll_interval: float, timeout: float | None
+) -> PollPolicy:
+    """``watch_indexing``'s poll policy, its arguments checked."""
+    if timeout is not None and timeout <= 0:
+        raise InvalidInputError("timeout must be positive or None", field="timeout")
+    if poll is not None:
+        return poll
+    if not 0 < poll_interval <= max_poll_interval:
+        raise InvalidInputError(
+            "need 0 < poll_interval <= max_poll_interval", field="poll_interval"
+        )
+    return PollPolicy(initial=poll_interval, max_interval=max_poll_interval, jitter=0.0)
 
 
 def _pending_documents(last: list[IndexingStatus]) -> str:
