@@ -25,7 +25,7 @@ from datalab_async import (
 from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import make_pdf
 
-from .conftest import ScriptedServer, other_tasks
+from .conftest import ScriptedServer, other_tasks, wait_until
 
 FAST = PollPolicy(initial=0.01, factor=1.5, max_interval=0.03, jitter=0.1)
 PDF = make_pdf(["a small document"])
@@ -207,8 +207,11 @@ async def test_slow_consumer_bounds_started_documents(
     async with client.map_pipeline(pipeline, counting(), concurrency=4, poll=FAST) as results:
         async for _ in results:
             consumed += 1
-            await asyncio.sleep(0.15)  # everything that can run ahead has by now
-            # each pulled source holds a slot until its outcome is buffered (buffer: 4)
+            assert pulled <= consumed + 4 + 4  # never more than the slots and the buffer
+            # Run ahead until each of the 4 slots holds a finished outcome waiting for room
+            # in the full buffer (4): the pool then pulls no more until this loop takes one.
+            most = consumed + 4 + 4
+            await wait_until(lambda: pulled == most, what="the pool running ahead")  # noqa: B023
             assert consumed + 4 <= pulled <= consumed + 4 + 4
             if consumed == 3:
                 break

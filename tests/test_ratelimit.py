@@ -18,7 +18,7 @@ from datalab_async import (
 )
 from datalab_async._policy import RateLimiter
 
-from .conftest import ScriptedServer
+from .conftest import ScriptedServer, wait_until
 
 KEY = "sk-test-limits"
 GET = "/api/v1/pipelines/executions/{eid}"
@@ -168,7 +168,8 @@ async def test_retry_after_pauses_every_request_of_the_client(scripted: Scripted
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=retry) as client:
         first = asyncio.create_task(client.get_pipeline_execution("pex_a"))
         await first_answered.wait()
-        await asyncio.sleep(0.02)  # the 429 has reached the client by now
+        # The 429 has reached the client once its limiter pauses everything.
+        await wait_until(lambda: client.rate_limiter.paused_for() > 0, what="the shared pause")
         others = await asyncio.gather(
             *(client.get_pipeline_execution(f"pex_{i}") for i in range(3))
         )
