@@ -31,6 +31,7 @@ import anyio
 from ._errors import DatalabError, InvalidInputError, WaitTimeoutError
 from ._folder_manifest import FolderSummary
 from ._version import __version__
+from .temporal import _cli as temporal_cli
 
 if TYPE_CHECKING:
     from ._client import AsyncDatalabClient
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="serve the Datalab API locally (see 'serve --help')",
     )
+    temporal_cli.add_parser(commands)
     return parser
 
 
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exit_:  # --help, --version, or a usage error (already printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    if args.command == "temporal":
+        return temporal_cli.run_command(args)
     handler = _HANDLERS[args.command]
     try:
         code: int = asyncio.run(handler(args))

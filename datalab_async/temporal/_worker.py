@@ -6,17 +6,25 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from .._client import AsyncDatalabClient
 from .._errors import InvalidInputError
+from .._protocol import pipelines as proto
 from ._activities import DatalabActivities
 from ._models import DEFAULT_TASK_QUEUE, BulkRunInput, BulkRunResult
 from ._workflow import BulkRunWorkflow
 
-__all__ = ["DEFAULT_ADDRESS", "connect", "run_worker", "start_bulk_run"]
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "build_worker",
+    "check_job",
+    "connect",
+    "run_worker",
+    "start_bulk_run",
+]
 
 DEFAULT_ADDRESS = "localhost:7233"
 
@@ -94,6 +102,22 @@ async def run_worker(
             await client.aclose()
 
 
+def check_job(job: BulkRunInput) -> None:
+    """Refuse a bad input before anything starts (``InvalidInputError``): a workflow would
+    otherwise only find out in its activities, once per document."""
+    proto.validate_run_options(job.pipeline_id, job.run_options)
+    if not job.sources:
+        raise InvalidInputError("no files, folders or URLs given", field="sources")
+    for name in ("concurrency", "page_size", "continue_every"):
+        if getattr(job, name) < 1:
+            raise InvalidInputError(f"{name} must be >= 1", field=name)
+    for name in ("document_timeout", "heartbeat_timeout"):
+        if not getattr(job, name) > 0:
+            raise InvalidInputError(f"{name} must be > 0", field=name)
+    if job.state is not None:
+        raise InvalidInputError("state is set only by continue_as_new", field="state")
+
+
 async def start_bulk_run(
     temporal: Client,
     job: BulkRunInput,
@@ -101,11 +125,18 @@ async def start_bulk_run(
     workflow_id: str,
     task_queue: str = DEFAULT_TASK_QUEUE,
 ) -> WorkflowHandle[BulkRunWorkflow, BulkRunResult]:
-    """Start the bulk run, or attach to the running one with the same ``workflow_id``."""
+    """Start the bulk run, or attach to the running one with the same ``workflow_id``.
+
+    A finished run's id is reused only if that run failed or was cancelled or terminated:
+    after a success ``WorkflowAlreadyStartedError`` is raised (running it again would submit
+    every document again); get its handle to read its result.
+    """
+    check_job(job)
     return await temporal.start_workflow(
         BulkRunWorkflow.run,
         job,
         id=workflow_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
     )
