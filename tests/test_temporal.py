@@ -292,6 +292,12 @@ async def test_stop_lets_in_flight_documents_finish(
         # Every document submitted was finished and stored; nothing new was started.
         assert server.stats()["executions_created"] == result.done
         assert len(results_on_disk(tmp_path / "out")) == result.done
+        # History holds paths, ids and counters: no key, no document text, no results.
+        history = await handle.fetch_history()
+        raw = b"".join(event.SerializeToString() for event in history.events)  # payloads as sent
+        assert server.api_key.encode() not in raw
+        assert b"Document doc number" not in raw
+        assert b"doc0000.pdf" in raw
 
 
 async def test_stop_can_cancel_in_flight_documents(
