@@ -332,8 +332,6 @@ def _write_listing(job: ListInput, out: Path, target: Path) -> Listing:
                 record = {"r": entry.relative, "s": entry.source, "u": entry.url}
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 total += 1
-                if total % 1000 == 0:
-                    activity.heartbeat({"listed": total})
         os.replace(tmp, target)
     except InvalidInputError as err:
         raise ApplicationError(str(err), type="InvalidInputError", non_retryable=True) from None

@@ -54,6 +54,8 @@ _SUBMIT_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=6,
 )
+# Listing and paging: a few tries (a missing or unreadable folder will not heal).
+_LISTING_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 # Waits and stores are idempotent: retry until the document's timeout.
 _IDEMPOTENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
@@ -70,7 +72,8 @@ class BulkRunWorkflow:
         self._stop = False
         self._cancel_in_flight = False
         self._finished = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        # A dict, not a set: cancelling in insertion order keeps replays deterministic.
+        self._tasks: dict[asyncio.Task[None], None] = {}
 
     @workflow.run
     async def run(self, job: BulkRunInput) -> BulkRunResult:
@@ -92,7 +95,7 @@ class BulkRunWorkflow:
                 result_type=Listing,
                 start_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=timedelta(seconds=max(job.heartbeat_timeout, 30.0)),
-                retry_policy=_IDEMPOTENT_RETRY,
+                retry_policy=_LISTING_RETRY,
             )
             state.listing, state.total = listing.path, listing.total
         started_here = 0
@@ -103,7 +106,7 @@ class BulkRunWorkflow:
                 PageInput(state.listing, state.offset, page_size),
                 result_type=Page,
                 start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=_IDEMPOTENT_RETRY,
+                retry_policy=_LISTING_RETRY,
             )
             if not page.entries:
                 break
@@ -168,7 +171,7 @@ class BulkRunWorkflow:
         self._state.stop_requested = True
         if cancel_in_flight and not self._cancel_in_flight:
             self._cancel_in_flight = True
-            for task in self._tasks:
+            for task in list(self._tasks):
                 task.cancel()
 
     # -- one document ------------------------------------------------------------------------
@@ -176,8 +179,8 @@ class BulkRunWorkflow:
     def _start(self, job: BulkRunInput, entry: PageEntry) -> None:
         self._in_flight += 1
         task = asyncio.create_task(self._document(job, entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = None
+        task.add_done_callback(lambda done: self._tasks.pop(done, None))
 
     async def _document(self, job: BulkRunInput, entry: PageEntry) -> None:
         relative = entry.relative
