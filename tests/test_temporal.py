@@ -267,6 +267,12 @@ async def test_cli_reports_a_failing_document_and_a_restart_attaches(
         assert stats["executions_created"] == 9  # attached: nothing submitted twice
         assert stats["run_submissions_by_digest_duplicates"] == 0
 
+        # Once it has finished, the same command shows its outcome instead of starting over.
+        third = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        stdout, _ = await asyncio.wait_for(third.communicate(), 60)
+        assert third.returncode == 1 and "failed: 1" in stdout.decode()
+        assert server.stats()["executions_created"] == 9
+
 
 async def test_stop_lets_in_flight_documents_finish(
     temporal: Client, workers: Workers, queue: str, tmp_path: Path
