@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -65,6 +66,8 @@ def build_worker(
         max_concurrent_activities=concurrency,
         max_task_queue_activities_per_second=max_requests_per_second,
         workflow_runner=runner,
+        # On SIGTERM, a short upload can finish; waits are safe to abandon (retried elsewhere).
+        graceful_shutdown_timeout=timedelta(seconds=5),
     )
 
 
