@@ -178,6 +178,22 @@ async def progress_of(handle: Any) -> Progress:
     return result
 
 
+async def retried_activities(temporal: Client, workflow_id: str, run_id: str | None) -> int:
+    """Activities that completed on a second or later attempt, over the continue-as-new chain."""
+    retried = 0
+    while run_id:
+        history = await temporal.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        run_id = None
+        for event in history.events:
+            if event.HasField("activity_task_started_event_attributes"):
+                retried += event.activity_task_started_event_attributes.attempt > 1
+            if event.HasField("workflow_execution_continued_as_new_event_attributes"):
+                run_id = (
+                    event.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                )
+    return retried
+
+
 @pytest.fixture
 async def server_slow() -> AsyncIterator[LocalDatalab]:
     async with LocalDatalab(step_latency=0.1) as server:
@@ -223,6 +239,8 @@ async def test_two_workers_one_sigkilled_every_document_once(
     assert stats["executions_created"] == 200
     progress = await progress_of(handle)
     assert progress.runs >= 5  # continued as new every 40 documents
+    # The kill mattered: some activities only completed on a later attempt, on the survivor.
+    assert await retried_activities(temporal, handle.id, handle.first_execution_run_id) > 0
 
 
 async def test_cli_reports_a_failing_document_and_a_restart_attaches(
