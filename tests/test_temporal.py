@@ -466,3 +466,69 @@ def test_the_core_package_does_not_import_temporalio() -> None:
         "assert 'temporalio' not in sys.modules, 'temporalio imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- listing, paging, awaiting: the activities on their own ------------------------------------
+
+
+async def test_listing_is_written_once_and_read_page_by_page(
+    datalab_local: LocalDatalab, tmp_path: Path
+) -> None:
+    from datalab_async.temporal._models import ListInput, PageInput
+
+    make_documents(tmp_path / "in" / "sub", 5)
+    (tmp_path / "in" / "notes.txt").write_text("not a supported type")
+    sources = [
+        str(tmp_path / "in"),
+        "https://example.com/a/report.pdf",
+        "https://example.com/b/report.pdf",
+    ]
+    env = _retry_env(1, datetime.now(timezone.utc))
+    async with AsyncDatalabClient(
+        api_key=datalab_local.api_key, base_url=datalab_local.url
+    ) as client:
+        activities = DatalabActivities(client)
+        listing = await env.run(
+            activities.list_sources, ListInput(sources, str(tmp_path / "out"), "wf/1")
+        )
+        assert (listing.total, listing.ignored) == (7, 1)
+        assert Path(listing.path).parent == tmp_path / "out" / ".datalab-temporal"
+        seen, offset = [], 0
+        while True:
+            page = await env.run(activities.read_page, PageInput(listing.path, offset, 3))
+            if not page.entries:
+                break
+            assert len(page.entries) <= 3
+            seen += page.entries
+            offset = page.next_offset
+        assert [e.relative for e in seen] == [
+            "sub/doc0000.pdf",
+            "sub/doc0001.pdf",
+            "sub/doc0002.pdf",
+            "sub/doc0003.pdf",
+            "sub/doc0004.pdf",
+            "urls/report.pdf",
+            "urls/report.pdf~2",
+        ]
+        assert all(Path(e.source).is_absolute() for e in seen if not e.url)
+        assert [e.url for e in seen].count(True) == 2
+
+        with pytest.raises(ApplicationError) as caught:
+            await env.run(
+                activities.list_sources,
+                ListInput([str(tmp_path / "missing")], str(tmp_path / "out"), "wf2"),
+            )
+        assert caught.value.non_retryable and "no such file" in str(caught.value)
+
+
+async def test_await_of_an_unknown_execution_is_final(datalab_local: LocalDatalab) -> None:
+    from datalab_async.temporal._models import AwaitInput
+
+    async with AsyncDatalabClient(
+        api_key=datalab_local.api_key, base_url=datalab_local.url
+    ) as client:
+        with pytest.raises(ApplicationError) as caught:
+            await _retry_env(1, datetime.now(timezone.utc)).run(
+                DatalabActivities(client).await_execution, AwaitInput("pex_missing", 10)
+            )
+    assert caught.value.non_retryable and caught.value.type == "NotFoundError"
