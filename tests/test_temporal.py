@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -210,8 +211,7 @@ async def test_two_workers_one_sigkilled_every_document_once(
     pipeline = server.create_pipeline_sync(["convert"])
     make_documents(tmp_path / "in", 200)
     out = tmp_path / "out"
-    victim = workers.start(server, queue)
-    workers.start(server, queue)
+    pair = {p.pid: p for p in (workers.start(server, queue), workers.start(server, queue))}
     job = BulkRunInput(
         pipeline,
         [str(tmp_path / "in")],
@@ -223,11 +223,21 @@ async def test_two_workers_one_sigkilled_every_document_once(
     )
     handle = await start_bulk_run(temporal, job, workflow_id=f"kill-{queue}", task_queue=queue)
 
-    async def busy() -> bool:
-        progress = await progress_of(handle)
-        return progress.done >= 30 and progress.in_flight > 0
+    async def busy_worker() -> subprocess.Popen[bytes] | None:
+        """A worker running activities of this run, once 30 documents are done."""
+        if (await progress_of(handle)).done < 30:
+            return None
+        description = await handle.describe()
+        running = [
+            int(activity.last_worker_identity.split("@", 1)[0])
+            for activity in description.raw_description.pending_activities
+            if activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            and activity.last_worker_identity.split("@", 1)[0].isdigit()
+        ]
+        pids = [pid for pid in running if pid in pair]
+        return pair[max(set(pids), key=pids.count)] if pids else None
 
-    await eventually(busy, what="30 documents done with more in flight")
+    victim = await eventually(busy_worker, what="30 documents done, a worker running more")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
 

@@ -310,8 +310,10 @@ async def _follow(handle: WorkflowHandle[Any, BulkRunResult], show: Any) -> Bulk
                     if event.seq > since:
                         show(event)
                         since = event.seq
-            if finished:
+            if finished and not (progress is not None and progress.events):
                 return result.result()
+            if finished:
+                continue  # more events to show before the summary
             await asyncio.wait({result}, timeout=_POLL)
     finally:
         if not result.done():

@@ -110,7 +110,7 @@ class Progress:
 
 @dataclass
 class BulkRunResult:
-    """The workflow's result: counters, failures (the first 1,000, reasons cut short)."""
+    """The workflow's result: counters, failures (the first 500, reasons cut to 300 characters)."""
 
     done: int
     failed: int

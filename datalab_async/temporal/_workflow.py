@@ -41,11 +41,12 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["WORKFLOW_NAME", "BulkRunWorkflow"]
 
 WORKFLOW_NAME = "DatalabBulkRun"
-_MAX_FAILURES = 1000  # kept in state (and history); beyond, only counted
-_MAX_REASON = 500
-_EVENT_LOG = 2000  # recent events kept for the progress query
-_CARRIED_EVENTS = 500  # ... and handed to the next run by continue_as_new
-_QUERY_EVENTS = 1000
+# Sizes keep each continue-as-new input well under Temporal's payload limits (2 MB).
+_MAX_FAILURES = 500  # kept in state (and history); beyond, only counted
+_MAX_REASON = 300
+_EVENT_LOG = 1000  # recent events kept for the progress query
+_CARRIED_EVENTS = 200  # ... and handed to the next run by continue_as_new
+_QUERY_EVENTS = 500
 _RESULT_STATUSES = ("completed", "completed_with_errors")
 
 # Submits: the activity itself decides what may be retried (non_retryable otherwise).
@@ -145,10 +146,10 @@ class BulkRunWorkflow:
 
     @workflow.query
     def progress(self, since: int = 0) -> Progress:
-        """Counters, and the per-document events numbered after ``since`` (the most recent
-        1,000 at most)."""
+        """Counters, and the per-document events numbered after ``since`` (the oldest 500 of
+        those still kept, so a watcher that asks again with the last ``seq`` sees them all)."""
         state = self._state
-        events = [e for e in state.recent if e.seq > since][-_QUERY_EVENTS:]
+        events = [e for e in state.recent if e.seq > since][:_QUERY_EVENTS]
         return Progress(
             total=state.total,
             offset=state.offset,
