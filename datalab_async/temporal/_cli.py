@@ -296,6 +296,7 @@ async def _follow(handle: WorkflowHandle[Any, BulkRunResult], show: Any) -> Bulk
 
     result = asyncio.ensure_future(handle.result())
     since = 0
+    answered = hinted = False
     try:
         while True:
             finished = result.done()
@@ -303,8 +304,17 @@ async def _follow(handle: WorkflowHandle[Any, BulkRunResult], show: Any) -> Bulk
                 progress = await asyncio.wait_for(
                     handle.query(BulkRunWorkflow.progress, since), timeout=10
                 )
+                answered = True
             except Exception:  # no worker yet, or the run just continued as new
                 progress = None
+                if not answered and not hinted and not finished:
+                    hinted = True
+                    print(
+                        "no worker answers yet: start one with 'datalab-async temporal worker' "
+                        "on the same task queue",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if progress is not None:
                 for event in progress.events:
                     if event.seq > since:
