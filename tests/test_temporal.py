@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import shutil
 import signal
@@ -81,6 +82,13 @@ def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_temporal_clients() -> Iterator[None]:
+    # Temporal clients left to interpreter shutdown can abort the process (sdk-python#300).
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hashlib
 import os
 import signal
@@ -155,7 +156,12 @@ def run_command(args: argparse.Namespace) -> int:
         from . import require_temporalio
 
         require_temporalio()
-        return asyncio.run(handlers[args.temporal_action](args))
+        try:
+            return asyncio.run(handlers[args.temporal_action](args))
+        finally:
+            # Free the Temporal client's native resources now, while the interpreter is whole:
+            # left to interpreter shutdown they can abort the process (temporalio sdk-python#300).
+            gc.collect()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
