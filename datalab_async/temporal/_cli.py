@@ -71,7 +71,10 @@ def _cluster_flags() -> argparse.ArgumentParser:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``temporal`` (with ``worker``, ``run``, ``status``, ``stop``) to ``subparsers``."""
+    """Add ``temporal`` (with ``worker``, ``run``, ``status``, ``stop``) to ``subparsers``.
+
+    Long only because it declares every flag, one after the other.
+    """
     cluster = _cluster_flags()
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "temporal",

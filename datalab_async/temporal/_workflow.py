@@ -129,18 +129,7 @@ class BulkRunWorkflow:
             break
         await self._drain()
         self._finished = True
-        return BulkRunResult(
-            done=state.done,
-            failed=state.failed,
-            cancelled=state.cancelled,
-            pages=state.pages,
-            elapsed=workflow.time() - state.started,
-            out_dir=job.out_dir,
-            listing=state.listing,
-            failures=list(state.failures),
-            failures_dropped=state.failures_dropped,
-            stopped=self._stop,
-        )
+        return self._result(job)
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -270,6 +259,21 @@ class BulkRunWorkflow:
 
     async def _drain(self) -> None:
         await workflow.wait_condition(lambda: self._in_flight == 0)
+
+    def _result(self, job: BulkRunInput) -> BulkRunResult:
+        state = self._state
+        return BulkRunResult(
+            done=state.done,
+            failed=state.failed,
+            cancelled=state.cancelled,
+            pages=state.pages,
+            elapsed=workflow.time() - (state.started or workflow.time()),
+            out_dir=job.out_dir,
+            listing=state.listing,
+            failures=list(state.failures),
+            failures_dropped=state.failures_dropped,
+            stopped=self._stop,
+        )
 
     def _carry(self, job: BulkRunInput) -> BulkRunInput:
         state = self._state
