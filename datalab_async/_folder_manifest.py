@@ -28,6 +28,7 @@ from typing import IO, Any
 import attrs
 
 from ._errors import InvalidInputError
+from ._models import PipelineExecution
 from ._protocol.validation import SUPPORTED_EXTENSIONS
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "Manifest",
     "UnsafePathError",
     "config_fingerprint",
+    "describe_error",
+    "execution_failure",
     "count_pages",
     "document_dir",
     "fingerprint_file",
@@ -48,7 +51,9 @@ __all__ = [
     "result_files",
     "safe_join",
     "sanitize_component",
+    "unique_entries",
     "walk_folder",
+    "write_results",
     "write_file_inside",
 ]
 
@@ -500,3 +505,74 @@ def _lock(handle: IO[str]) -> None:
             f"{str(handle.name)!r} is in use by another run writing to the same folder",
             field="out_dir",
         ) from None
+
+
+# -- shared by the folder job and the Temporal activities ------------------------------------
+
+
+def describe_error(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def execution_failure(execution: PipelineExecution) -> str:
+    steps = "; ".join(
+        f"step {s.step_index} ({s.step_type}): {s.error_message or s.status}"
+        for s in sorted(execution.failed_steps, key=lambda s: s.step_index)
+    )
+    reason = f"execution {execution.execution_id} ended {execution.status}"
+    return f"{reason}: {steps}" if steps else reason
+
+
+def unique_entries(
+    paths: Sequence[Path],
+    pattern: str | None,
+    recursive: bool,
+    exclude: Sequence[Path],
+    ignored: list[str],
+) -> Iterator[FolderEntry]:
+    """Entries for several files and folders: folders keep their name as the first component
+    (a single folder is laid out relative to itself), files their own name; repeats get ~N."""
+    seen: dict[str, int] = {}
+    single_folder = len(paths) == 1 and paths[0].is_dir()
+    for path in paths:
+        if path.is_dir():
+            prefix = "" if single_folder else (path.resolve().name or "root") + "/"
+            found = walk_folder(
+                path, pattern=pattern, recursive=recursive, exclude=exclude, ignored=ignored
+            )
+            entries: Iterator[FolderEntry] = (
+                FolderEntry(prefix + e.relative, e.path) for e in found
+            )
+        else:
+            entries = iter([FolderEntry(path.name, path)])
+        for entry in entries:
+            count = seen.get(entry.relative, 0) + 1
+            seen[entry.relative] = count
+            yield entry if count == 1 else FolderEntry(f"{entry.relative}~{count}", entry.path)
+
+
+def write_results(
+    out_dir: Path,
+    relative: str,
+    execution: PipelineExecution,
+    results: dict[int, dict[str, Any]],
+) -> list[str]:
+    """Write each step result under the document's folder; the paths written, relative to
+    ``out_dir``. Blocking: runs in a worker thread."""
+    if not results:
+        return []
+    folder = document_dir(out_dir, relative)
+    types = {step.step_index: step.step_type for step in execution.steps}
+    written: list[str] = []
+    for index in sorted(results):
+        result = results[index]
+        names = result_files(index, types.get(index, "step"), result)
+        payload = json.dumps(result, indent=2, ensure_ascii=False).encode("utf-8")
+        write_file_inside(out_dir, folder / names[0], payload)
+        written.append((folder / names[0]).relative_to(out_dir).as_posix())
+        if len(names) > 1:
+            markdown = str(result["markdown"]).encode("utf-8")
+            write_file_inside(out_dir, folder / names[1], markdown)
+            written.append((folder / names[1]).relative_to(out_dir).as_posix())
+    return written

@@ -35,7 +35,7 @@ def test_public_all_matches_public_names() -> None:
     public = {n for n in dir(datalab_async) if not n.startswith(("_", "@"))}
     exported = set(datalab_async.__all__)
     assert exported <= public | {"__version__"}
-    modules = {"local", "dify", "webhooks", "web"}
+    modules = {"local", "dify", "temporal", "webhooks", "web"}
     assert public - exported <= modules, public - exported
 
 

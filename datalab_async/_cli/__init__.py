@@ -8,6 +8,7 @@ fetch results, manage pipelines, serve the local API.
     datalab-async result EXECUTION_ID STEP
     datalab-async pipelines list | create STEP... | publish PIPELINE_ID
     datalab-async serve [--port N ...]
+    datalab-async temporal worker | run PIPELINE_ID PATH... --out DIR | status ID | stop ID
 
 One module per command. Each has ``add_parser(commands)``, which adds its sub-parser and sets
 its handler (``parser.set_defaults(handler=...)``, an ``async (args) -> exit code``); a new
@@ -23,18 +24,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 
 from .._errors import DatalabError, InvalidInputError
 from .._version import __version__
-from . import pipelines, result, run, serve, watch
+from . import pipelines, result, run, serve, temporal, watch
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CommandModule, UsageError
 from .run import DEMO_INVOICE_SCHEMA, EXIT_CODES_HELP
 
 __all__ = ["COMMANDS", "DEMO_INVOICE_SCHEMA", "build_parser", "main"]
 
 #: The command modules, in ``--help`` order. Register a new command by adding its module here.
-COMMANDS: tuple[CommandModule, ...] = (run, watch, result, pipelines, serve)
+COMMANDS: tuple[CommandModule, ...] = (run, watch, result, pipelines, serve, temporal)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, or a usage error (already printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
-        code: int = asyncio.run(args.handler(args))
+        try:
+            code: int = asyncio.run(args.handler(args))
+        finally:
+            # Free native resources (the Temporal client's) while the interpreter is whole:
+            # left to interpreter shutdown they can abort the process (temporalio sdk-python#300).
+            gc.collect()
         return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

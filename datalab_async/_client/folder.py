@@ -11,7 +11,6 @@ on the recorded execution instead of submitting the document a second time.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -33,12 +32,12 @@ from .._folder_manifest import (
     Manifest,
     config_fingerprint,
     count_pages,
-    document_dir,
+    describe_error,
+    execution_failure,
     fingerprint_file,
     read_manifest,
-    result_files,
-    walk_folder,
-    write_file_inside,
+    unique_entries,
+    write_results,
 )
 from .._models import ExecutionStatus, PipelineExecution
 from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
@@ -259,13 +258,13 @@ class _Job:
 
     def _record_failure(self, relative: str, error: BaseException) -> None:
         """Nothing was submitted: recorded as failed, so a re-run submits it again."""
-        reason = _describe(error)
+        reason = describe_error(error)
         self.manifest.record("failed", relative, self.config, reason=reason)
         self.fail(relative, reason, error=error)
 
     def _interrupted(self, relative: str, execution_id: str, error: BaseException) -> None:
         # Not recorded as failed: the execution may still finish, and a re-run resumes it.
-        reason = f"{_describe(error)} (execution {execution_id}; a re-run resumes it)"
+        reason = f"{describe_error(error)} (execution {execution_id}; a re-run resumes it)"
         self.fail(relative, reason, execution_id, error)
 
     async def _finish(
@@ -298,7 +297,7 @@ class _Job:
                 ),
             )
             files = await anyio.to_thread.run_sync(
-                _write_results, self.out_dir, relative, execution, tracker.results
+                write_results, self.out_dir, relative, execution, tracker.results
             )
         except NotFoundError:
             raise
@@ -337,7 +336,7 @@ class _Job:
             self.tally.pages += pages
             self.emit(relative, "done", execution_id=execution_id, pages=pages)
         else:
-            reason = _execution_failure(execution)
+            reason = execution_failure(execution)
             self.manifest.record(
                 "failed",
                 relative,
@@ -348,48 +347,6 @@ class _Job:
                 reason=reason,
             )
             self.fail(relative, reason, execution_id)
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _execution_failure(execution: PipelineExecution) -> str:
-    steps = "; ".join(
-        f"step {s.step_index} ({s.step_type}): {s.error_message or s.status}"
-        for s in sorted(execution.failed_steps, key=lambda s: s.step_index)
-    )
-    reason = f"execution {execution.execution_id} ended {execution.status}"
-    return f"{reason}: {steps}" if steps else reason
-
-
-def _unique_entries(
-    paths: Sequence[Path],
-    pattern: str | None,
-    recursive: bool,
-    exclude: Sequence[Path],
-    ignored: list[str],
-) -> Iterator[FolderEntry]:
-    """Entries for several files and folders: folders keep their name as the first component
-    (a single folder is laid out relative to itself), files their own name; repeats get ~N."""
-    seen: dict[str, int] = {}
-    single_folder = len(paths) == 1 and paths[0].is_dir()
-    for path in paths:
-        if path.is_dir():
-            prefix = "" if single_folder else (path.resolve().name or "root") + "/"
-            found = walk_folder(
-                path, pattern=pattern, recursive=recursive, exclude=exclude, ignored=ignored
-            )
-            entries: Iterator[FolderEntry] = (
-                FolderEntry(prefix + e.relative, e.path) for e in found
-            )
-        else:
-            entries = iter([FolderEntry(path.name, path)])
-        for entry in entries:
-            count = seen.get(entry.relative, 0) + 1
-            seen[entry.relative] = count
-            yield entry if count == 1 else FolderEntry(f"{entry.relative}~{count}", entry.path)
 
 
 class FolderMixin(WatchMixin):
@@ -490,7 +447,7 @@ class FolderMixin(WatchMixin):
             on_event=on_event,
         )
         try:
-            entries = _unique_entries(
+            entries = unique_entries(
                 inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
             )
             await run_bounded(job.plan(entries), job.document, concurrency=concurrency)
@@ -539,29 +496,3 @@ def _prepare(out_dir: Path, resume: bool) -> tuple[Path, Manifest, dict[str, Doc
     states = read_manifest(manifest.path) if resume else {}
     manifest.open()
     return target, manifest, states
-
-
-def _write_results(
-    out_dir: Path,
-    relative: str,
-    execution: PipelineExecution,
-    results: dict[int, dict[str, Any]],
-) -> list[str]:
-    """Write each step result under the document's folder; the paths written, relative to
-    ``out_dir``. Blocking: runs in a worker thread."""
-    if not results:
-        return []
-    folder = document_dir(out_dir, relative)
-    types = {step.step_index: step.step_type for step in execution.steps}
-    written: list[str] = []
-    for index in sorted(results):
-        result = results[index]
-        names = result_files(index, types.get(index, "step"), result)
-        payload = json.dumps(result, indent=2, ensure_ascii=False).encode("utf-8")
-        write_file_inside(out_dir, folder / names[0], payload)
-        written.append((folder / names[0]).relative_to(out_dir).as_posix())
-        if len(names) > 1:
-            markdown = str(result["markdown"]).encode("utf-8")
-            write_file_inside(out_dir, folder / names[1], markdown)
-            written.append((folder / names[1]).relative_to(out_dir).as_posix())
-    return written
