@@ -267,7 +267,9 @@ def _check(report: SoakReport, outcomes: list[Any]) -> None:
     # or was named by the ambiguous document that made it.
     assert report.duplicates == 0, report.lines()
     own = {o.execution.execution_id for o in outcomes if o.execution is not None}
-    assert report.server_ids == own | _named(outcomes), report.lines()
+    if report.reconcile:
+        # Unchecked (0.1), an execution made by a failed POST is nobody's: the report counts it.
+        assert report.server_ids == own | _named(outcomes), report.lines()
     if not report.after_accept:
         assert report.executions_created == report.executions_seen, report.lines()
     assert report.leftover_tasks == [], report.leftover_tasks
