@@ -89,6 +89,30 @@ class _Failures:
         self.since = self.last = None
 
 
+async def _poll_once(
+    fetch: Callable[[], Awaitable[T]],
+    limit: float,
+    failures: _Failures,
+    now: float,
+    wait: float,
+    what: str,
+) -> tuple[T | None, float, bool]:
+    """One poll: ``(state or None when it failed, the wait before the next, cut short by
+    ``limit``)``. Failures that will not heal are raised."""
+    # A cancel scope per poll only when there is a limit to enforce (the hot path of a
+    # fan-out runs thousands of these).
+    scope = anyio.CancelScope(deadline=limit) if not math.isinf(limit) else None
+    with scope if scope is not None else contextlib.nullcontext():
+        try:
+            return await fetch(), wait, False
+        except _TRANSIENT as err:
+            if not err.retryable:
+                raise
+            wait = failures.record(err, now, wait)
+            logger.debug("polling %s failed (%s); again in %.2f s", what, err, wait)
+    return None, wait, scope is not None and scope.cancelled_caught
+
+
 async def poll_states(
     fetch: Callable[[], Awaitable[T]],
     *,
@@ -137,19 +161,8 @@ async def poll_states(
         if wakeup is not None:
             wakeup.clear()
         wait = poll.interval(polls, now - started)
-        current: T | None = None
-        # A cancel scope per poll only when there is a deadline to enforce (the hot path of a
-        # fan-out runs thousands of these).
-        scope = anyio.CancelScope(deadline=limit) if not math.isinf(limit) else None
-        with scope if scope is not None else contextlib.nullcontext():
-            try:
-                current = await fetch()
-            except _TRANSIENT as err:
-                if not err.retryable:
-                    raise
-                wait = failures.record(err, now, wait)
-                logger.debug("polling %s failed (%s); again in %.2f s", what, err, wait)
-        if scope is not None and scope.cancelled_caught:
+        current, wait, cut_short = await _poll_once(fetch, limit, failures, now, wait, what)
+        if cut_short:
             if anyio.current_time() >= deadline or failures.last is None:
                 raise timed_out()
             raise failures.last
