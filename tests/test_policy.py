@@ -23,6 +23,8 @@ from datalab_async import (
     RateLimitError,
     RetryPolicy,
 )
+from datalab_async._client import submit as submit_module
+from datalab_async._client.submit import SubmissionLedger
 from datalab_async.dify import AsyncDifyKnowledgeClient
 from datalab_async.dify._protocol import classify_dify_error
 from datalab_async.local import LocalDatalab
@@ -322,3 +324,22 @@ def test_dify_rate_limit_refusal_is_a_rate_limit_error() -> None:
     assert "knowledge base request rate limit" in str(error)
     other = classify_dify_error(403, {}, b'{"code": "forbidden", "message": "no access"}')
     assert type(other) is PermissionDeniedError and not other.retryable
+
+
+def test_submission_ledger_forgets_what_no_check_can_need(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(submit_module.time, "monotonic", lambda: clock[0])
+    ledger = SubmissionLedger()
+    for i in range(300):
+        ledger.register(f"pex_old{i}")
+    clock[0] = 2000.0
+    with ledger.keeping(1000.0):  # a failed POST from t=1000 is being checked: keep all
+        for i in range(212):
+            ledger.register(f"pex_new{i}")
+    assert "pex_old0" in ledger and len(ledger._created) == 512
+    for i in range(212, 468):  # the check is over: what is older than 60 s goes
+        ledger.register(f"pex_new{i}")
+    assert "pex_old0" not in ledger and "pex_new467" in ledger
+    assert len(ledger._created) == 468

@@ -28,8 +28,8 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import AsyncIterator, Container, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Container, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -48,7 +48,9 @@ logger = logging.getLogger("datalab_async")
 
 _PAGE = 100
 _MAX_PAGES = 20
-_KEEP = 600.0  # seconds a registered execution is remembered past the oldest POST in flight
+# Seconds a registered execution is remembered before the start of the oldest run POST still in
+# flight or being checked: the check's window opens at its POST's start, less the clock slack.
+_KEEP = 60.0
 
 
 class SubmissionLedger:
@@ -58,6 +60,7 @@ class SubmissionLedger:
     def __init__(self) -> None:
         self._created: dict[str, float] = {}
         self._in_flight: dict[int, float] = {}
+        self._checks: dict[int, float] = {}  # POSTs that failed ambiguously, being checked
         self._next = 0
         self._check_lock = asyncio.Lock()
         self._checking: asyncio.Event | None = None
@@ -71,25 +74,39 @@ class SubmissionLedger:
         now = time.monotonic()
         self._created[execution_id] = now
         if len(self._created) % 256 == 0:
-            oldest = min(self._in_flight.values(), default=now)
+            oldest = min(
+                min(self._in_flight.values(), default=now), min(self._checks.values(), default=now)
+            )
             cutoff = oldest - _KEEP
             for eid in [e for e, t in self._created.items() if t < cutoff]:
                 del self._created[eid]
 
     @asynccontextmanager
-    async def submitting(self) -> AsyncIterator[None]:
-        """Hold for the duration of one run POST (waits while a check runs)."""
+    async def submitting(self) -> AsyncIterator[float]:
+        """Hold for the duration of one run POST (waits while a check runs); yields the POST's
+        start on the monotonic clock."""
         while self._checking is not None:
             await self._checking.wait()
         token = self._next
         self._next += 1
-        self._in_flight[token] = time.monotonic()
+        started = self._in_flight[token] = time.monotonic()
         try:
-            yield
+            yield started
         finally:
             del self._in_flight[token]
             if not self._in_flight and self._drained is not None:
                 self._drained.set()
+
+    @contextmanager
+    def keeping(self, started: float) -> Iterator[None]:
+        """Keep what was registered since ``started`` while a failed POST is being checked."""
+        token = self._next
+        self._next += 1
+        self._checks[token] = started
+        try:
+            yield
+        finally:
+            del self._checks[token]
 
     @asynccontextmanager
     async def checking(self) -> AsyncIterator[None]:
@@ -178,7 +195,7 @@ class SubmitMixin(BaseClient):
         resubmits = 0
         while True:
             started = time.time()
-            async with ledger.submitting():
+            async with ledger.submitting() as started_monotonic:
                 try:
                     execution = await self._call(request, PipelineExecution)
                 except DatalabError as err:
@@ -194,7 +211,8 @@ class SubmitMixin(BaseClient):
                 or resubmits >= self.retry.max_retries
             ):
                 raise failure
-            await self._check_nothing_created(pipeline_id, started, failure, known)
+            with ledger.keeping(started_monotonic):
+                await self._check_nothing_created(pipeline_id, started, failure, known)
             resubmits += 1
             logger.info(
                 "run of %s failed (%s) but created nothing; submitting again", pipeline_id, failure
