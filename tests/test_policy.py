@@ -24,7 +24,10 @@ from datalab_async import (
     RetryPolicy,
 )
 from datalab_async._client import submit as submit_module
+from datalab_async._client._board import StatusBoard
 from datalab_async._client.submit import SubmissionLedger
+from datalab_async._models import PipelineExecution
+from datalab_async._policy import RateLimiter
 from datalab_async.dify import AsyncDifyKnowledgeClient
 from datalab_async.dify._protocol import classify_dify_error
 from datalab_async.local import LocalDatalab
@@ -227,7 +230,9 @@ async def _watch_all(
 ) -> dict[str, int]:
     server.reset_stats()
     async with AsyncDatalabClient(
-        api_key=server.api_key, base_url=server.url, **kwargs  # type: ignore[arg-type]
+        api_key=server.api_key,
+        base_url=server.url,
+        **kwargs,  # type: ignore[arg-type]
     ) as client:
         outcomes = await client.run_many(pipeline_id, paths, concurrency=len(paths), poll=poll)
     assert all(o.ok for o in outcomes), [o.describe_failure() for o in outcomes]
@@ -267,7 +272,6 @@ async def test_single_execution_is_polled_on_its_own(scripted: ScriptedServer) -
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
         await client.wait_for_execution("pex_a")
     assert scripted.count("GET", "/api/v1/pipelines/executions/pex_a") == 1
-
 
 
 async def test_rate_limit_pauses_do_not_use_up_the_retries(scripted: ScriptedServer) -> None:
@@ -343,3 +347,37 @@ def test_submission_ledger_forgets_what_no_check_can_need(
         ledger.register(f"pex_new{i}")
     assert "pex_old0" not in ledger and "pex_new467" in ledger
     assert len(ledger._created) == 468
+
+
+async def test_status_board_shares_rounds_but_never_steps_back() -> None:
+    rounds: list[float] = []
+
+    async def list_page(pipeline_id: str, limit: int) -> object:
+        rounds.append(anyio.current_time())
+        version = len(rounds)
+        steps = [{"step_index": 0, "step_type": "convert", "status": "running"}]
+        executions = [
+            {
+                "execution_id": eid,
+                "pipeline_id": pipeline_id,
+                "status": "running",
+                "steps": steps,
+                "round": version,
+            }
+            for eid in ("pex_a", "pex_b")
+        ]
+        return {"executions": executions, "total": 2}
+
+    async def get_one(execution_id: str) -> PipelineExecution:
+        raise AssertionError("both are on the page: no GET of their own")
+
+    board = StatusBoard(list_page, get_one, RateLimiter())
+    with board.watching("pl_1", "pex_a"), board.watching("pl_1", "pex_b"):
+        first = await board.fetch("pl_1", "pex_a")
+        asked = anyio.current_time()
+        shared = await board.fetch("pl_1", "pex_b")  # the same round serves both
+        assert len(rounds) == 1 and first.extra["round"] == shared.extra["round"] == 1
+        newer = await board.fetch("pl_1", "pex_a", not_before=asked)
+        assert len(rounds) == 2 and newer.extra["round"] == 2
+        assert rounds[1] - rounds[0] >= board.min_spacing * 0.9
+    assert board.stats() == {}

@@ -97,13 +97,19 @@ class StatusBoard:
             return self.min_spacing
         return min(self.max_spacing, max(self.min_spacing, 1.0 / (self.poll_share * budget)))
 
-    async def fetch(self, pipeline_id: str, execution_id: str) -> PipelineExecution:
+    async def fetch(
+        self, pipeline_id: str, execution_id: str, *, not_before: float = -math.inf
+    ) -> PipelineExecution:
         """The current state of ``execution_id``: from a poll round when the pipeline has
-        several watched executions, else (or when it is not on the round's page) its own GET."""
+        several watched executions, else (or when it is not on the round's page) its own GET.
+
+        ``not_before`` (loop clock): when the caller's previous state was asked for; a round
+        that started earlier is never used, so a watch never steps back to an older state.
+        """
         board = self._pipelines.get(pipeline_id)
         if board is None or len(board.watched) < 2 or not board.lists_steps:
             return await self._get_one(execution_id)
-        items = await self._fresh_round(pipeline_id, board)
+        items = await self._fresh_round(pipeline_id, board, not_before)
         raw = items.get(execution_id)
         if isinstance(raw, dict) and raw.get("steps"):
             board.listed_hits += 1
@@ -113,15 +119,20 @@ class StatusBoard:
         board.fallbacks += 1
         return await self._get_one(execution_id)
 
-    async def _fresh_round(self, pipeline_id: str, board: _Pipeline) -> dict[str, Any]:
+    async def _fresh_round(
+        self, pipeline_id: str, board: _Pipeline, not_before: float
+    ) -> dict[str, Any]:
         asked = anyio.current_time()
         while True:
             spacing = self.spacing()
             latest = board.latest
-            fresh = latest is not None and latest.started >= asked - spacing
-            if fresh and latest is not None and latest.items is not None:
+            oldest = max(asked - spacing, not_before)
+            if latest is not None and latest.items is not None and latest.started >= oldest:
                 return latest.items
             current = board.in_flight
+            if current is not None and current.started < not_before:
+                await current.done.wait()  # too old for this watcher: wait for the next one
+                continue
             if current is not None:
                 await current.done.wait()
                 if current.error is not None:

@@ -13,6 +13,7 @@ once instead of sleeping until their next poll.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Container
 from contextlib import ExitStack, aclosing
 from typing import Any
@@ -123,12 +124,15 @@ class WatchMixin(SubmitMixin):
             if board is not None and pipeline_id is not None:
                 registrations.enter_context(board.watching(pipeline_id, execution_id))
 
+            asked = -math.inf
+
             async def fetch() -> PipelineExecution:
-                nonlocal pipeline_id
+                nonlocal pipeline_id, asked
+                previous, asked = asked, anyio.current_time()
                 if board is None:
                     return await self._get_execution(execution_id)
                 if pipeline_id is not None:
-                    return await board.fetch(pipeline_id, execution_id)
+                    return await board.fetch(pipeline_id, execution_id, not_before=previous)
                 state = await self._get_execution(execution_id)
                 pipeline_id = state.pipeline_id
                 registrations.enter_context(board.watching(pipeline_id, execution_id))
