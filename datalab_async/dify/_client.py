@@ -120,6 +120,10 @@ class _RunStream:
         self.is_event_stream = False
         self.task_id: str | None = None
         self.workflow_run_id: str | None = None
+        self._start()
+
+    def _start(self) -> None:
+        """Set up what a subclass tracks of the run (called at the end of ``__init__``)."""
 
     async def __aenter__(self: _S) -> _S:
         if self._entered:
@@ -248,14 +252,7 @@ class PipelineRunStream(_RunStream):
 
     _name = "stream_pipeline_run"
 
-    def __init__(
-        self,
-        policy: RequestPolicy,
-        request: Request,
-        *,
-        idle_timeout: float | None,
-    ) -> None:
-        super().__init__(policy, request, idle_timeout=idle_timeout)
+    def _start(self) -> None:
         self.result: PipelineRunResult | PublishedRun | PausedRun | None = None
         self._forms: list[HumanInputForm] = []
 
@@ -290,14 +287,7 @@ class DatasourceRunStream(_RunStream):
 
     _name = "run_datasource_node"
 
-    def __init__(
-        self,
-        policy: RequestPolicy,
-        request: Request,
-        *,
-        idle_timeout: float | None,
-    ) -> None:
-        super().__init__(policy, request, idle_timeout=idle_timeout)
+    def _start(self) -> None:
         self.results: list[Any] = []
         self.error: str | None = None
 
