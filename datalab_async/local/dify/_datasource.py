@@ -106,15 +106,10 @@ async def _produce(server: LocalDify, emit: Emit, kind: str, inputs: Mapping[str
 
 async def run_datasource_node(server: LocalDify, request: web.Request) -> web.StreamResponse:
     """Stream a datasource node run's events."""
-    try:
-        body = await request.json()
-    except ValueError:
-        server._record(request)
-        return error_response(400, "invalid_param", "The request body is not valid JSON.")
-    server._record(request, body=body)
-    dataset = server._dataset(request)
-    if dataset is None:
-        return error_response(404, "not_found", "Dataset not found.")
+    call = await server._dataset_call(request)
+    if isinstance(call, web.Response):
+        return call
+    body, dataset = call
     node_kind = dataset.datasource_nodes.get(request.match_info["node_id"])
     problem = _check_body(body, node_kind)
     if problem is not None:

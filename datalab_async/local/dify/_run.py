@@ -58,15 +58,10 @@ def _check_run_body(server: LocalDify, body: Any, dataset: Dataset) -> str | Non
 async def run_pipeline(server: LocalDify, request: web.Request) -> web.StreamResponse:
     """Queue a published run (JSON whatever ``response_mode`` says) or execute a draft run
     (blocking JSON or an event stream)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        server._record(request)
-        return error_response(400, "invalid_param", "The request body is not valid JSON.")
-    server._record(request, body=body)
-    dataset = server._dataset(request)
-    if dataset is None:
-        return error_response(404, "not_found", "Dataset not found.")
+    call = await server._dataset_call(request)
+    if isinstance(call, web.Response):
+        return call
+    body, dataset = call
     problem = _check_run_body(server, body, dataset)
     if problem is None:
         try:

@@ -297,6 +297,20 @@ class LocalDify:
     def _dataset(self, request: web.Request) -> Dataset | None:
         return self._datasets.get(request.match_info["dataset_id"])
 
+    async def _dataset_call(self, request: web.Request) -> tuple[Any, Dataset] | web.Response:
+        """A JSON call on a dataset: its body (recorded) and the dataset, or the error answer
+        (400 for a body that is not JSON, 404 for an unknown dataset)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            self._record(request)
+            return error_response(400, "invalid_param", "The request body is not valid JSON.")
+        self._record(request, body=body)
+        dataset = self._dataset(request)
+        if dataset is None:
+            return error_response(404, "not_found", "Dataset not found.")
+        return body, dataset
+
     def _file_for(self, item: Mapping[str, Any]) -> StoredFile | None:
         for key in ("related_id", "reference", "upload_file_id"):
             value = item.get(key)
