@@ -41,6 +41,7 @@ __all__ = [
     "Manifest",
     "UnsafePathError",
     "config_fingerprint",
+    "copy_results",
     "describe_error",
     "execution_failure",
     "count_pages",
@@ -48,6 +49,7 @@ __all__ = [
     "fingerprint_file",
     "inside",
     "read_manifest",
+    "replay_manifest",
     "result_files",
     "safe_join",
     "sanitize_component",
@@ -109,7 +111,11 @@ class FolderSummary:
     document that failed (``.relative``, ``.reason``, ``.error``, ``.execution_id``);
     ``skipped``: done by an earlier run (per the manifest); ``ignored``: files left out
     (unsupported type, symlinks leading out of the folder). ``pages`` counts pages processed in
-    this run when the results report them.
+    this run when the results report them. ``copied``: ``(document, original)`` pairs of
+    documents with the same content as another, given copies of its results instead of being
+    submitted (they are in ``done`` too). ``interrupted``: the job was stopped (``JobControl``)
+    before it went through every document; ``pending`` names those it had started and left for
+    a re-run to resume (documents never reached are not listed).
     """
 
     done: tuple[str, ...]
@@ -121,11 +127,14 @@ class FolderSummary:
     manifest_path: Path
     resumed: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    copied: tuple[tuple[str, str], ...] = ()
+    interrupted: bool = False
+    pending: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """True when no document failed."""
-        return not self.failed
+        """True when no document failed and the job was not interrupted."""
+        return not self.failed and not self.interrupted
 
     @property
     def total(self) -> int:
@@ -133,10 +142,15 @@ class FolderSummary:
         return len(self.done) + len(self.failed) + len(self.skipped)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{len(self.done)} done, {len(self.failed)} failed, {len(self.skipped)} skipped, "
             f"{self.pages} pages in {self.elapsed:.1f}s"
         )
+        if self.copied:
+            text += f" ({len(self.copied)} identical to another document, paid once)"
+        if self.interrupted:
+            text += f"; interrupted ({len(self.pending)} left to resume)"
+        return text
 
 
 # -- safe paths ------------------------------------------------------------------------------
@@ -367,19 +381,40 @@ def config_fingerprint(pipeline_id: str, options: Mapping[str, Any]) -> str:
 
 @attrs.define
 class DocState:
-    """What the manifest says about one document (the last relevant events)."""
+    """What the manifest says about one document (the last relevant events).
 
-    status: str  # "submitted", "completed" or "failed"
+    ``status``: ``intent`` (a run POST was about to start; no execution id was recorded),
+    ``submitted``, ``completed``, ``failed`` or ``ambiguous`` (a run POST may have created one
+    of ``candidates``; not sent again unless the user says so).
+    """
+
+    status: str
     config: str
     sha256: str | None = None
     size: int | None = None
     mtime_ns: int | None = None
     execution_id: str | None = None
     reason: str | None = None
+    started: float | None = None
+    server_started: float | None = None
+    expected: dict[str, Any] | None = None
+    candidates: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    pages: int = 0
 
     def same_file(self, size: int, mtime_ns: int) -> bool:
         """True when size and mtime match the recorded ones (no need to hash again)."""
         return self.size == size and self.mtime_ns == mtime_ns
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def _apply(states: dict[str, DocState], record: Mapping[str, Any]) -> None:
@@ -390,19 +425,30 @@ def _apply(states: dict[str, DocState], record: Mapping[str, Any]) -> None:
         return
     execution_id = record.get("execution_id")
     eid = execution_id if isinstance(execution_id, str) else None
-    if event == "submitted":
-        size, mtime = record.get("size"), record.get("mtime_ns")
-        sha = record.get("sha256")
-        states[path] = DocState(
-            "submitted",
+    sha = record.get("sha256")
+    sha = sha if isinstance(sha, str) else None
+    if event in ("intent", "submitted"):
+        previous = states.get(path)
+        expected = record.get("expected")
+        state = DocState(
+            event,
             config,
-            sha256=sha if isinstance(sha, str) else None,
-            size=size if isinstance(size, int) else None,
-            mtime_ns=mtime if isinstance(mtime, int) else None,
+            sha256=sha,
+            size=_int(record.get("size")),
+            mtime_ns=_int(record.get("mtime_ns")),
             execution_id=eid,
+            started=_float(record.get("started")),
+            server_started=_float(record.get("server_started")),
+            expected=dict(expected) if isinstance(expected, dict) else None,
         )
+        if event == "submitted" and previous is not None and previous.status == "intent":
+            # The answer to the intent's POST: keep what the intent said of the file.
+            state.sha256 = state.sha256 or previous.sha256
+            state.size = state.size if state.size is not None else previous.size
+            state.mtime_ns = state.mtime_ns if state.mtime_ns is not None else previous.mtime_ns
+        states[path] = state
         return
-    if event not in ("completed", "failed"):
+    if event not in ("completed", "failed", "ambiguous"):
         return
     current = states.get(path)
     if current is None or current.config != config:
@@ -412,23 +458,31 @@ def _apply(states: dict[str, DocState], record: Mapping[str, Any]) -> None:
     current.status = event
     if eid is not None:
         current.execution_id = eid
-    sha = record.get("sha256")
-    if isinstance(sha, str):
+    if sha is not None:
         current.sha256 = sha
     reason = record.get("reason")
     current.reason = reason if isinstance(reason, str) else None
+    candidates = record.get("candidates")
+    if isinstance(candidates, list):
+        current.candidates = tuple(c for c in candidates if isinstance(c, str))
+    files = record.get("files")
+    if isinstance(files, list):
+        current.files = tuple(f for f in files if isinstance(f, str))
+    current.pages = _int(record.get("pages")) or 0
 
 
-def read_manifest(path: Path) -> dict[str, DocState]:
-    """Replay the manifest at ``path`` into the latest state per document path.
+def replay_manifest(path: Path) -> tuple[dict[str, DocState], set[str]]:
+    """Replay the manifest at ``path``: the latest state per document path, and every
+    execution id it ever recorded (a reconciliation rules those out).
 
     Lines that are not complete JSON objects (a torn last line after a crash) are skipped.
     """
     states: dict[str, DocState] = {}
+    known: set[str] = set()
     try:
         handle = open(path, encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return states
+        return states, known
     with handle:
         for line in handle:
             if not line.endswith("\n"):
@@ -439,7 +493,15 @@ def read_manifest(path: Path) -> dict[str, DocState]:
                 continue
             if isinstance(record, dict):
                 _apply(states, record)
-    return states
+                eid = record.get("execution_id")
+                if isinstance(eid, str):
+                    known.add(eid)
+    return states, known
+
+
+def read_manifest(path: Path) -> dict[str, DocState]:
+    """The latest state per document path (see :func:`replay_manifest`)."""
+    return replay_manifest(path)[0]
 
 
 class Manifest:
@@ -550,6 +612,22 @@ def unique_entries(
             count = seen.get(entry.relative, 0) + 1
             seen[entry.relative] = count
             yield entry if count == 1 else FolderEntry(f"{entry.relative}~{count}", entry.path)
+
+
+def copy_results(out_dir: Path, source: str, relative: str, files: Sequence[str]) -> list[str]:
+    """Copy the result files of document ``source`` (paths relative to ``out_dir``, as the
+    manifest records them) into document ``relative``'s folder; the paths written. Blocking."""
+    folder = document_dir(out_dir, relative)
+    written: list[str] = []
+    for name in files:
+        origin = out_dir / name
+        if not inside(out_dir, origin):
+            raise UnsafePathError(f"refusing to read outside {str(out_dir)!r}: {name!r}")
+        data = origin.read_bytes()
+        target = folder / PurePosixPath(name).name
+        write_file_inside(out_dir, target, data)
+        written.append(target.relative_to(out_dir).as_posix())
+    return written
 
 
 def write_results(

@@ -222,7 +222,7 @@ def test_watch_and_result(
     assert main(["run", pipeline, str(tmp_path / name), "--out", str(out), *remote.flags()]) == 0
     capsys.readouterr()
     records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
-    execution_id = records[0]["execution_id"]
+    execution_id = next(r["execution_id"] for r in records if r["event"] == "submitted")
 
     assert main(["watch", execution_id, *remote.flags()]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -254,7 +254,7 @@ def test_watch_reports_a_failed_execution(
     broken = str(tmp_path / "broken.pdf")
     assert main(["run", pipeline, broken, "--out", str(out), *remote.flags()]) == 1
     capsys.readouterr()
-    execution_id = json.loads((out / MANIFEST_NAME).read_text().splitlines()[0])["execution_id"]
+    execution_id = json.loads((out / MANIFEST_NAME).read_text().splitlines()[1])["execution_id"]
     assert main(["watch", execution_id, "--plain", *remote.flags()]) == 1
     printed = capsys.readouterr().out
     assert "step 0 (convert): failed: not a PDF" in printed and printed.rstrip().endswith("failed")

@@ -343,7 +343,7 @@ async def test_resume_after_a_crash_does_not_resubmit(tmp_path: Path) -> None:
                     await all_submitted.wait()
                 tg.cancel_scope.cancel()
             records = manifest_events(out)
-            assert {r["event"] for r in records} == {"submitted"}
+            assert {r["event"] for r in records} == {"intent", "submitted"}
             assert server.stats()["executions_created"] == 5
 
             # A crash can also tear the last line.

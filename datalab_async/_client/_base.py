@@ -14,6 +14,7 @@ from .._models import structure
 from .._policy import RateLimiter, RequestPolicy
 from .._protocol.errors import classify_status
 from .._protocol.http import Request, Response, decode_json
+from .._protocol.reconcile import server_offset
 from .._transport import HTTPTransport
 from .._version import __version__
 
@@ -77,7 +78,29 @@ class BaseClient(TransportClient):
     # -- the request path --------------------------------------------------------------------
 
     async def _send(self, request: Request) -> Response:
-        return await self._policy.request(request)
+        response = await self._policy.request(request)
+        self._follow_server_clock(response)
+        return response
+
+    #: Seconds to add to our wall clock to read the server's (from the last ``Date`` header
+    #: seen; None before any). Reconciliation uses it to place a run's start on the server's
+    #: clock, since executions' ``created`` times are the server's.
+    server_clock_offset: float | None = None
+    _last_date: str | None = None
+
+    def _follow_server_clock(self, response: Response) -> None:
+        raw = response.headers.get("Date") or response.headers.get("date")
+        if raw is None or raw == self._last_date:
+            return  # one-second resolution: parse each distinct value once
+        self._last_date = raw
+        offset = server_offset({"date": raw})
+        if offset is not None:
+            self.server_clock_offset = offset
+
+    def server_clock(self, local_time: float) -> float | None:
+        """``local_time`` (epoch seconds, our clock) on the server's clock, when known."""
+        offset = self.server_clock_offset
+        return None if offset is None else local_time + offset
 
     @overload
     async def _call(self, request: Request, model: type[T]) -> T: ...

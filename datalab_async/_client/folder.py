@@ -21,7 +21,13 @@ import anyio
 import attrs
 
 from .._config import PollPolicy
-from .._errors import InvalidInputError, NotFoundError
+from .._errors import (
+    AmbiguousSubmissionError,
+    DatalabError,
+    InvalidInputError,
+    NotFoundError,
+    WaitTimeoutError,
+)
 from .._folder_manifest import (
     MANIFEST_NAME,
     DocState,
@@ -31,18 +37,21 @@ from .._folder_manifest import (
     FolderSummary,
     Manifest,
     config_fingerprint,
+    copy_results,
     count_pages,
     describe_error,
     execution_failure,
     fingerprint_file,
-    read_manifest,
+    replay_manifest,
     unique_entries,
     write_results,
 )
 from .._models import ExecutionStatus, PipelineExecution
 from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
+from .._policy.control import JobControl
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from .submit import PendingRun, expected_for
 from .watch import RunTracker, WatchMixin
 
 __all__ = ["FolderEvent", "FolderMixin"]
@@ -76,9 +85,13 @@ class _Tally:
     skipped: list[str] = attrs.field(factory=list)
     resumed: list[str] = attrs.field(factory=list)
     ignored: list[str] = attrs.field(factory=list)
+    copied: list[tuple[str, str]] = attrs.field(factory=list)
+    pending: list[str] = attrs.field(factory=list)
     pages: int = 0
 
-    def summary(self, elapsed: float, out_dir: Path, manifest_path: Path) -> FolderSummary:
+    def summary(
+        self, elapsed: float, out_dir: Path, manifest_path: Path, *, interrupted: bool
+    ) -> FolderSummary:
         return FolderSummary(
             done=tuple(self.done),
             failed=tuple(self.failed),
@@ -89,6 +102,9 @@ class _Tally:
             manifest_path=manifest_path,
             resumed=tuple(self.resumed),
             ignored=tuple(self.ignored),
+            copied=tuple(self.copied),
+            interrupted=interrupted,
+            pending=tuple(self.pending),
         )
 
 
@@ -101,12 +117,26 @@ class _Work:
     resume_id: str | None = None
 
 
+@attrs.define
+class _Original:
+    """The first document of a job with a given content: later identical ones wait for it
+    and take copies of its results instead of being submitted (and paid) again."""
+
+    relative: str
+    finished: anyio.Event = attrs.field(factory=anyio.Event)
+    execution_id: str | None = None
+    files: tuple[str, ...] = ()
+    pages: int = 0
+    failure: str | None = None  # its execution ran and failed: copies fail the same way
+
+
 class _Job:
     """One ``process_folder`` call: its settings, shared state and the work per document.
 
-    Each document is: the client's one submit-then-wait (``_run_to_completion``) → manifest
-    ``submitted`` with the execution id, flushed and fsynced before anything else → wait →
-    fetch the step results → write them → manifest ``completed`` / ``failed``.
+    Each document is: write-ahead ``intent`` (fsynced) → the run POST (shielded: a stop waits
+    for it, bounded) → ``submitted`` with the execution id (fsynced) → wait → fetch the step
+    results → write them → ``completed`` / ``failed``. Resuming reconciles intents that never
+    got an execution id before anything is sent (``reconcile_intents``).
     """
 
     def __init__(
@@ -117,12 +147,15 @@ class _Job:
         out_dir: Path,
         manifest: Manifest,
         states: dict[str, DocState],
+        known: set[str],
         config: str,
         run_options: dict[str, Any],
         timeout: float | None,
         poll: PollPolicy | None,
         pace: RateLimiter | None,
         on_event: Callable[[FolderEvent], object] | None,
+        control: JobControl,
+        resubmit_ambiguous: bool,
     ) -> None:
         self.client = client
         self.pipeline_id = pipeline_id
@@ -135,10 +168,21 @@ class _Job:
         self.poll = poll
         self.pace = pace
         self.on_event = on_event
+        self.control = control
+        self.resubmit_ambiguous = resubmit_ambiguous
         self.tally = _Tally()
-        # Executions an earlier run of this folder submitted: the client accounts for them
-        # when it checks what an ambiguous run POST may have created.
-        self.known = {s.execution_id for s in states.values() if s.execution_id is not None}
+        # Every execution this output folder ever recorded: the client accounts for them when
+        # it checks what an ambiguous run POST may have created.
+        self.known = known
+        # Content hash -> the first document with it (this job's, or a finished one of an
+        # earlier run): identical files are submitted once. One small entry per content.
+        self._originals: dict[str, _Original] = {}
+        for relative, state in states.items():
+            if state.status == "completed" and state.config == config and state.sha256:
+                done = _Original(relative, execution_id=state.execution_id, files=state.files)
+                done.pages = state.pages
+                done.finished.set()
+                self._originals.setdefault(state.sha256, done)
         self._fsync_lock = anyio.Lock()
         self._synced = 0
 
@@ -166,11 +210,69 @@ class _Job:
         self.tally.failed.append(FolderOutcome(relative, reason, execution_id, error))
         self.emit(relative, "failed", execution_id=execution_id, reason=reason)
 
+    # -- reconciling intents -----------------------------------------------------------------
+
+    async def reconcile_intents(self) -> None:
+        """Decide, before anything is sent, on every run POST an earlier run started but never
+        recorded an answer for: adopt the execution it created, send it again (nothing was
+        created) or mark it ambiguous. One listing of the pipeline's executions for all."""
+        pending = [
+            PendingRun(relative, state.expected or {}, state.started or 0.0, state.server_started)
+            for relative, state in self.states.items()
+            if state.status == "intent" and state.config == self.config
+        ]
+        if not pending:
+            return
+        try:
+            verdicts, _ = await self.client._reconcile_runs(self.pipeline_id, pending, self.known)
+        except DatalabError as err:
+            # Unknown: leave the intents as they are (a re-run checks again), send nothing.
+            for run in pending:
+                state = self.states[run.key]
+                state.status = "unchecked"
+                state.reason = (
+                    f"an earlier run may have submitted it, and the check failed "
+                    f"({describe_error(err)}); not sent: a re-run checks again"
+                )
+            return
+        for relative, verdict in verdicts.items():
+            state = self.states[relative]
+            if verdict.action == "adopt":
+                state.status, state.execution_id = "submitted", verdict.execution_id
+                self.manifest.record(
+                    "submitted",
+                    relative,
+                    self.config,
+                    execution_id=verdict.execution_id,
+                    pipeline_id=self.pipeline_id,
+                    sha256=state.sha256,
+                    size=state.size,
+                    mtime_ns=state.mtime_ns,
+                    adopted=True,
+                )
+            elif verdict.action == "send":
+                state.status = "failed"  # nothing was created: submitted like a failed one
+            else:
+                state.status, state.candidates = "ambiguous", verdict.candidates
+                state.reason = _ambiguous_reason(verdict.why, verdict.candidates)
+                self.manifest.record(
+                    "ambiguous",
+                    relative,
+                    self.config,
+                    candidates=list(verdict.candidates),
+                    reason=state.reason,
+                    sha256=state.sha256,
+                )
+        await self.durable()
+
     # -- planning ----------------------------------------------------------------------------
 
     async def plan(self, entries: Iterator[FolderEntry]) -> AsyncIterator[_Work]:
-        """Decide per document: skip (done), resume (submitted, unfinished) or submit."""
+        """Decide per document: skip (done), resume (submitted, unfinished), report (ambiguous)
+        or submit. Stops yielding once the job is asked to stop."""
         for entry in entries:
+            if self.control.stopping:
+                return
             state = self.states.get(entry.relative)
             fingerprint: FileFingerprint | None = None
             if state is not None and state.config == self.config:
@@ -190,12 +292,35 @@ class _Job:
                 if same and state.status == "submitted" and state.execution_id is not None:
                     yield _Work(entry, fingerprint, resume_id=state.execution_id)
                     continue
+                if same and state.status == "unchecked":
+                    self.fail(entry.relative, state.reason or "not checked")
+                    continue
+                if same and state.status == "ambiguous" and not self.resubmit_ambiguous:
+                    self.fail(
+                        entry.relative,
+                        (state.reason or _ambiguous_reason("", state.candidates))
+                        + "; --resubmit-ambiguous (resubmit_ambiguous=True) sends it again",
+                    )
+                    continue
             yield _Work(entry, fingerprint)
 
     # -- one document ------------------------------------------------------------------------
 
     async def document(self, item: _Work) -> None:
-        """Resume or submit one document, and record how it ended."""
+        """Resume or submit one document, and record how it ended (or leave it pending when
+        the job is stopped: a re-run resumes it)."""
+        relative = item.entry.relative
+        with self.control.document() as scope:
+            try:
+                await self._document(item)
+            except anyio.get_cancelled_exc_class():
+                # Cancelled from outside (not by a stop): let the POSTs on the wire finish.
+                self.control.drain()
+                raise
+        if scope.cancelled_caught:
+            self.tally.pending.append(relative)
+
+    async def _document(self, item: _Work) -> None:
         relative = item.entry.relative
         deadline = deadline_after(self.timeout)
         if item.resume_id is not None:
@@ -206,7 +331,7 @@ class _Job:
                 status=ExecutionStatus.PENDING,
             )
             try:
-                await self._finish(item, RunTracker(stub), None, deadline, resumed=True)
+                await self._finish(item, RunTracker(stub), deadline, resumed=True)
                 return
             except NotFoundError:
                 # The server no longer knows the execution (or its results expired): only a
@@ -216,11 +341,10 @@ class _Job:
 
     async def _submit(self, item: _Work, deadline: float) -> None:
         relative, path = item.entry.relative, item.entry.path
-        if self.pace is not None:
-            await self.pace.acquire()
-        self.emit(relative, "queued")
         try:
-            fingerprint = item.fingerprint or await anyio.to_thread.run_sync(fingerprint_file, path)
+            fingerprint = item.fingerprint
+            if fingerprint is None:
+                fingerprint = await anyio.to_thread.run_sync(fingerprint_file, path)
             request = proto.run_pipeline(
                 self.pipeline_id,
                 file_path=path,
@@ -230,10 +354,69 @@ class _Job:
         except Exception as err:
             self._record_failure(relative, err)
             return
+        if await self._copy_of_identical(relative, fingerprint):
+            return
+        original = self._originals[fingerprint.sha256] = _Original(relative)
+        try:
+            await self._submit_new(item, request, fingerprint, deadline, original)
+        finally:
+            original.finished.set()
 
-        async def submitted(execution: PipelineExecution) -> None:
-            # Durable before anything else: a re-run must find this id, not submit again.
-            assert fingerprint is not None
+    async def _submit_new(
+        self,
+        item: _Work,
+        request: Any,
+        fingerprint: FileFingerprint,
+        deadline: float,
+        original: _Original,
+    ) -> None:
+        relative = item.entry.relative
+        if self.pace is not None:
+            await self.pace.acquire()
+        self.emit(relative, "queued")
+        tracker = RunTracker()
+        try:
+            with anyio.CancelScope(deadline=deadline) as limit:
+                await self._post(relative, request, fingerprint, tracker)
+            if limit.cancelled_caught and tracker.execution is None:
+                raise WaitTimeoutError(f"the run was not accepted within {self.timeout} s")
+        except AmbiguousSubmissionError as err:
+            self._record_ambiguous(relative, err, fingerprint)
+            return
+        except Exception as err:
+            self._record_failure(relative, err)
+            return
+        if tracker.execution is None:
+            return  # cut short by a stop: the intent stays, a re-run reconciles it
+        try:
+            await self._finish(item, tracker, deadline, original=original)
+        except NotFoundError as err:
+            self._interrupted(relative, tracker.execution.execution_id, err)
+
+    async def _post(
+        self, relative: str, request: Any, fingerprint: FileFingerprint, tracker: RunTracker
+    ) -> None:
+        """Write-ahead intent (durable), then the run POST, then the execution id (durable).
+
+        The POST runs shielded from stops and cancellation, up to the drain deadline, so an
+        interrupt lets it finish and records its answer."""
+        started = time.time()
+        self.manifest.record(
+            "intent",
+            relative,
+            self.config,
+            pipeline_id=self.pipeline_id,
+            sha256=fingerprint.sha256,
+            size=fingerprint.size,
+            mtime_ns=fingerprint.mtime_ns,
+            started=started,
+            server_started=self.client.server_clock(started),
+            expected=expected_for(request),
+        )
+        with self.control.posting():
+            await self.durable()
+            execution = await self.client._submit_run(request, self.pipeline_id, known=self.known)
+            tracker.execution = execution
             self.manifest.record(
                 "submitted",
                 relative,
@@ -244,22 +427,74 @@ class _Job:
                 size=fingerprint.size,
                 mtime_ns=fingerprint.mtime_ns,
             )
+            self.known.add(execution.execution_id)
             await self.durable()
-            self.emit(relative, "submitted", execution_id=execution.execution_id)
+        if tracker.execution is not None:
+            self.emit(relative, "submitted", execution_id=tracker.execution.execution_id)
 
-        tracker = RunTracker()
-        try:
-            await self._finish(item, tracker, (request, submitted), deadline)
-        except NotFoundError as err:
-            if tracker.execution is None:
-                self._record_failure(relative, err)
-            else:
-                self._interrupted(relative, tracker.execution.execution_id, err)
+    async def _copy_of_identical(self, relative: str, fingerprint: FileFingerprint) -> bool:
+        """When a document with the same content went first in this job, wait for it and take
+        copies of its results (paid once); True when this document is settled that way."""
+        original = self._originals.get(fingerprint.sha256)
+        if original is None or original.relative == relative:
+            return False
+        await original.finished.wait()
+        if original.execution_id is None and original.failure is None:
+            return False  # it never ran (refused, interrupted): this one is sent itself
+        if original.failure is not None:
+            self.manifest.record(
+                "failed",
+                relative,
+                self.config,
+                execution_id=original.execution_id,
+                reason=original.failure,
+                same_as=original.relative,
+                sha256=fingerprint.sha256,
+            )
+            self.fail(relative, f"{original.failure} (same content as {original.relative})")
+            return True
+        files = await anyio.to_thread.run_sync(
+            copy_results, self.out_dir, original.relative, relative, list(original.files)
+        )
+        self.manifest.record(
+            "completed",
+            relative,
+            self.config,
+            execution_id=original.execution_id,
+            status="completed",
+            files=files,
+            pages=original.pages,
+            same_as=original.relative,
+            sha256=fingerprint.sha256,
+            size=fingerprint.size,
+            mtime_ns=fingerprint.mtime_ns,
+        )
+        self.tally.done.append(relative)
+        self.tally.copied.append((relative, original.relative))
+        self.emit(relative, "done", execution_id=original.execution_id, pages=original.pages)
+        return True
 
     def _record_failure(self, relative: str, error: BaseException) -> None:
         """Nothing was submitted: recorded as failed, so a re-run submits it again."""
         reason = describe_error(error)
         self.manifest.record("failed", relative, self.config, reason=reason)
+        self.fail(relative, reason, error=error)
+
+    def _record_ambiguous(
+        self, relative: str, error: AmbiguousSubmissionError, fingerprint: FileFingerprint
+    ) -> None:
+        """The POST may have created an execution: never sent again blind."""
+        reason = describe_error(error)
+        self.manifest.record(
+            "ambiguous",
+            relative,
+            self.config,
+            candidates=list(error.execution_ids),
+            reason=reason,
+            sha256=fingerprint.sha256,
+            size=fingerprint.size,
+            mtime_ns=fingerprint.mtime_ns,
+        )
         self.fail(relative, reason, error=error)
 
     def _interrupted(self, relative: str, execution_id: str, error: BaseException) -> None:
@@ -271,27 +506,25 @@ class _Job:
         self,
         item: _Work,
         tracker: RunTracker,
-        submit: tuple[Any, Callable[[PipelineExecution], Any]] | None,
         deadline: float,
         *,
         resumed: bool = False,
+        original: _Original | None = None,
     ) -> None:
-        """Submit (when ``submit`` is given) or resume, wait, fetch and write the results,
-        record the outcome. Raises NotFoundError (execution or results gone) for the caller
-        to decide; other failures end up in the summary."""
+        """Wait for the execution in ``tracker``, fetch and write the results, record the
+        outcome. Raises NotFoundError (execution or results gone) for the caller to decide;
+        other failures end up in the summary."""
         relative = item.entry.relative
-        request, on_submitted = submit if submit is not None else (None, None)
+        assert tracker.execution is not None
         try:
             execution = await self.client._run_to_completion(
                 self.pipeline_id,
                 tracker,
-                request=request,
+                request=None,
                 deadline=deadline,
                 timeout=self.timeout,
                 poll=self.poll,
                 fetch_results=True,
-                known=self.known,
-                on_submitted=on_submitted,
                 on_state=lambda state: self.emit(
                     relative, "progress", execution_id=state.execution_id, execution=state
                 ),
@@ -302,12 +535,12 @@ class _Job:
         except NotFoundError:
             raise
         except Exception as err:
-            if tracker.execution is None:
-                self._record_failure(relative, err)
-            else:
-                self._interrupted(relative, tracker.execution.execution_id, err)
+            assert tracker.execution is not None
+            self._interrupted(relative, tracker.execution.execution_id, err)
             return
-        self._record_outcome(relative, execution, tracker.results, files, resumed=resumed)
+        self._record_outcome(
+            relative, execution, tracker.results, files, resumed=resumed, original=original
+        )
 
     def _record_outcome(
         self,
@@ -317,6 +550,7 @@ class _Job:
         files: list[str],
         *,
         resumed: bool,
+        original: _Original | None,
     ) -> None:
         execution_id = execution.execution_id
         if execution.status is ExecutionStatus.COMPLETED:
@@ -334,6 +568,12 @@ class _Job:
             if resumed:
                 self.tally.resumed.append(relative)
             self.tally.pages += pages
+            if original is not None:
+                original.execution_id, original.files, original.pages = (
+                    execution_id,
+                    tuple(files),
+                    pages,
+                )
             self.emit(relative, "done", execution_id=execution_id, pages=pages)
         else:
             reason = execution_failure(execution)
@@ -346,7 +586,19 @@ class _Job:
                 files=files,
                 reason=reason,
             )
+            if original is not None:
+                original.execution_id, original.failure = execution_id, reason
             self.fail(relative, reason, execution_id)
+
+
+def _ambiguous_reason(why: str, candidates: tuple[str, ...]) -> str:
+    named = ", ".join(candidates[:10]) + (" …" if len(candidates) > 10 else "")
+    return (
+        "an earlier run POST may have created an execution for it"
+        + (f" ({why})" if why else "")
+        + (f": candidates {named}" if named else "")
+        + "; not sent again"
+    )
 
 
 class FolderMixin(WatchMixin):
@@ -366,6 +618,8 @@ class FolderMixin(WatchMixin):
         timeout: float | None = None,  # noqa: ASYNC109 - per document, not for the whole call
         poll: PollPolicy | None = None,
         on_event: Callable[[FolderEvent], object] | None = None,
+        control: JobControl | None = None,
+        resubmit_ambiguous: bool = False,
         **run_options: Any,
     ) -> FolderSummary:
         """Run ``pipeline_id`` on every supported document under ``folder``; results to disk.
@@ -387,6 +641,18 @@ class FolderMixin(WatchMixin):
         ``run_options`` go to ``run_pipeline`` (``version``, ``page_range``, ``output_format``,
         ``run_evals``, ``skip_cache``, ``webhook_url``). ``on_event`` is called with a
         :class:`FolderEvent` as each document moves on (from the event loop: keep it quick).
+
+        Never paying twice: before each run POST the manifest durably records an *intent*; a
+        re-run that finds an intent with no execution id reconciles it (adopts the execution
+        that POST created, or sends it again when the server shows none) before sending
+        anything; a document whose POST may have created an execution that cannot be told
+        apart is reported *ambiguous*, naming the candidates, and sent again only with
+        ``resubmit_ambiguous=True``. Documents with identical content are submitted once; the
+        others get copies of the results (``summary.copied``). ``control`` (a
+        :class:`JobControl`) stops the job gracefully: no new document starts, run POSTs on
+        the wire finish (bounded) so their ids are recorded, and the partial summary is
+        returned with ``interrupted`` set. Cancelling the task drains the same way, then
+        raises.
         """
         root = Path(folder)
         if not await anyio.Path(root).is_dir():
@@ -403,6 +669,8 @@ class FolderMixin(WatchMixin):
             timeout=timeout,
             poll=poll,
             on_event=on_event,
+            control=control,
+            resubmit_ambiguous=resubmit_ambiguous,
             **run_options,
         )
 
@@ -420,6 +688,8 @@ class FolderMixin(WatchMixin):
         timeout: float | None = None,  # noqa: ASYNC109 - per document, not for the whole call
         poll: PollPolicy | None = None,
         on_event: Callable[[FolderEvent], object] | None = None,
+        control: JobControl | None = None,
+        resubmit_ambiguous: bool = False,
         **run_options: Any,
     ) -> FolderSummary:
         """``process_folder`` over several files and folders (the CLI's ``run``).
@@ -430,23 +700,31 @@ class FolderMixin(WatchMixin):
         """
         inputs = await _checked_arguments(paths, pipeline_id, concurrency, timeout, run_options)
         pace = document_pace(max_per_second)
+        control = control if control is not None else JobControl()
 
         started = time.monotonic()
-        target, manifest, states = await anyio.to_thread.run_sync(_prepare, Path(out_dir), resume)
+        target, manifest, states, known = await anyio.to_thread.run_sync(
+            _prepare, Path(out_dir), resume
+        )
         job = _Job(
             self,
             pipeline_id=pipeline_id,
             out_dir=target,
             manifest=manifest,
             states=states,
+            known=known,
             config=config_fingerprint(pipeline_id, run_options),
             run_options=run_options,
             timeout=timeout,
             poll=poll,
             pace=pace,
             on_event=on_event,
+            control=control,
+            resubmit_ambiguous=resubmit_ambiguous,
         )
         try:
+            with control.document():
+                await job.reconcile_intents()
             entries = unique_entries(
                 inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
             )
@@ -457,7 +735,9 @@ class FolderMixin(WatchMixin):
                     await anyio.to_thread.run_sync(manifest.fsync)
                 finally:
                     manifest.close()
-        return job.tally.summary(time.monotonic() - started, target, manifest.path)
+        return job.tally.summary(
+            time.monotonic() - started, target, manifest.path, interrupted=control.stopping
+        )
 
 
 async def _checked_arguments(
@@ -488,11 +768,17 @@ async def _checked_arguments(
     return inputs
 
 
-def _prepare(out_dir: Path, resume: bool) -> tuple[Path, Manifest, dict[str, DocState]]:
-    """Create ``out_dir``, read its manifest (when resuming) and open it for appending."""
+def _prepare(
+    out_dir: Path, resume: bool
+) -> tuple[Path, Manifest, dict[str, DocState], set[str]]:
+    """Create ``out_dir``, read its manifest and open it for appending: the folder, the
+    manifest, the documents' states (empty unless resuming) and every execution id recorded
+    (known even without ``resume``: a reconciliation must rule them out)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     target = Path(os.path.realpath(out_dir))
     manifest = Manifest(target / MANIFEST_NAME)
-    states = read_manifest(manifest.path) if resume else {}
+    states, known = replay_manifest(manifest.path)
+    if not resume:
+        states = {}
     manifest.open()
-    return target, manifest, states
+    return target, manifest, states, known

@@ -1,53 +1,51 @@
-"""Run submission that never duplicates: resubmit only when the server shows nothing was created.
+"""Run submission that never duplicates: the run POST and its reconciliation.
 
 A run POST that fails *ambiguously* (a 500/502/504, or the connection lost after the body was
-sent) may or may not have created an execution. The client then lists the pipeline's executions
-created since just before that POST. If every one of them is accounted for (created by this
-client, or named by the caller, e.g. a folder job's manifest), nothing was created and the POST
-is sent again; otherwise the document fails with ``AmbiguousSubmissionError`` naming the
-executions it cannot account for, and none of them is adopted (it could be someone else's).
+sent) may or may not have created an execution. The client then runs the one reconciliation
+(rules, clock skew and page limits in ``datalab_async._protocol.reconcile``): nothing of this
+run in the window → the POST is sent again; exactly one execution that is certainly this run's
+→ it is adopted; otherwise ``AmbiguousSubmissionError`` names the candidates and nothing is
+sent. Folder jobs resuming a write-ahead intent and the Temporal submit activity call the same
+``_reconcile_runs``.
 
-Why this holds:
-- *Our own concurrent submissions.* While a check runs, this client starts no new run POST
-  and waits for those in flight to finish, so every execution it created is registered when
-  the list is read.
-- *Clock skew.* ``created`` is the server's clock. The window's start is the POST's start on
-  our clock, moved onto the server's by the list response's ``Date`` header, less
-  ``RetryPolicy.clock_skew`` seconds for that header's one-second resolution and latency.
-  A wider margin only adds older candidates: a spurious ambiguity, never a duplicate.
-- *List ordering.* The list is read newest first, page after page, until a page holds nothing
-  inside the window (not merely until the first older item), so a list only roughly ordered
-  is still read whole; an item without a readable ``created`` counts as inside. If the window
-  cannot be read to its end (more than ``_MAX_PAGES`` pages, or the list fails), the document
-  is reported ambiguous rather than resubmitted.
+Why this holds for our own concurrent submissions: while a check runs, this client starts no
+new run POST and waits for those in flight to finish, so every execution it created is in its
+ledger (and ruled out) when the list is read. The server's clock is followed from the ``Date``
+header of every response (``server_clock_offset``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Container, Iterable, Iterator
+from collections.abc import AsyncIterator, Container, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime, timezone
 from typing import Any
 
 import anyio
+import attrs
 
 from .._errors import AmbiguousSubmissionError, DatalabError
-from .._models import PipelineExecution
+from .._models import PipelineExecution, structure
 from .._policy import is_ambiguous_create_failure
 from .._protocol import pipelines as proto
-from .._protocol.http import Request, Response, decode_json
+from .._protocol.http import Request, decode_json
+from .._protocol.reconcile import (
+    PAGE_SIZE,
+    Intent,
+    Verdict,
+    WindowScan,
+    decide,
+    expected_input,
+)
 from ._base import BaseClient
 
-__all__ = ["SubmissionLedger", "SubmitMixin"]
+__all__ = ["PendingRun", "SubmissionLedger", "SubmitMixin", "expected_for"]
 
 logger = logging.getLogger("datalab_async")
 
-_PAGE = 100
-_MAX_PAGES = 20
 # Seconds a registered execution is remembered before the start of the oldest run POST still in
 # flight or being checked: the check's window opens at its POST's start, less the clock slack.
 _KEEP = 60.0
@@ -124,52 +122,38 @@ class SubmissionLedger:
                 done.set()
 
 
-def _server_offset(response: Response) -> float:
-    """Seconds to add to our wall clock to get the server's (0 without a usable Date)."""
-    raw = next((v for k, v in response.headers.items() if k.lower() == "date"), None)
-    if raw is None:
-        return 0.0
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return 0.0
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp() - time.time()
+@attrs.frozen
+class PendingRun:
+    """A run POST whose answer was not read: what to reconcile (see ``_protocol.reconcile``).
+
+    ``started``: the POST's start, epoch seconds by our clock; ``server_started``: the same by
+    the server's clock when it was known then (else the offset measured now is applied).
+    """
+
+    key: str
+    expected: Mapping[str, Any]
+    started: float
+    server_started: float | None = None
 
 
-def _created_at(item: dict[str, Any]) -> float | None:
-    raw = item.get("created")
-    if not isinstance(raw, str):
-        return None
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
-
-
-def unaccounted_executions(
-    items: list[Any], since: float, accounted: Iterable[Container[str]]
-) -> tuple[list[str], int]:
-    """Pure: the ids of listed executions created at or after ``since`` (server epoch
-    seconds) that no container in ``accounted`` holds, and how many items were in the window."""
-    found: list[str] = []
-    in_window = 0
-    known = list(accounted)
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("execution_id"), str):
-            continue
-        created = _created_at(item)
-        if created is not None and created < since:
-            continue
-        in_window += 1
-        eid = item["execution_id"]
-        if not any(eid in container for container in known):
-            found.append(eid)
-    return found, in_window
+def expected_for(request: Request) -> dict[str, Any]:
+    """What an execution created by the run ``request`` reports in its ``input_config``."""
+    multipart = request.multipart
+    if multipart is None:
+        return {}
+    part = multipart.file
+    if part is None:
+        url = next((v for k, v in multipart.fields if k == "file_url"), None)
+        return expected_input(file_url=url)
+    size = part.size
+    if size is None and part.data is not None:
+        size = len(part.data)
+    if size is None and part.path is not None:
+        try:
+            size = os.stat(part.path).st_size
+        except OSError:
+            size = None
+    return expected_input(filename=part.filename, file_size=size)
 
 
 class SubmitMixin(BaseClient):
@@ -187,14 +171,18 @@ class SubmitMixin(BaseClient):
     async def _submit_run(
         self, request: Request, pipeline_id: str, *, known: Container[str] = ()
     ) -> PipelineExecution:
-        """POST a run; on an ambiguous failure, check and resubmit only if nothing was created.
+        """POST a run; on an ambiguous failure, reconcile: resubmit only if nothing was
+        created, adopt the one execution that is certainly this run's, else raise
+        ``AmbiguousSubmissionError`` naming the candidates.
 
         ``known``: execution ids created earlier that the caller accounts for (a manifest).
         """
         ledger = self.submissions
         resubmits = 0
+        expected: dict[str, Any] | None = None
         while True:
             started = time.time()
+            server_started = self.server_clock(started)
             async with ledger.submitting() as started_monotonic:
                 try:
                     execution = await self._call(request, PipelineExecution)
@@ -211,51 +199,91 @@ class SubmitMixin(BaseClient):
                 or resubmits >= self.retry.max_retries
             ):
                 raise failure
+            if expected is None:
+                expected = expected_for(request)
+            pending = PendingRun("run", expected, started, server_started)
             with ledger.keeping(started_monotonic):
-                await self._check_nothing_created(pipeline_id, started, failure, known)
+                try:
+                    verdicts, listed = await self._reconcile_runs(pipeline_id, [pending], known)
+                except DatalabError as err:
+                    raise AmbiguousSubmissionError(
+                        f"run of {pipeline_id} failed ({failure}) and the executions it may "
+                        f"have created could not be checked ({err}); not submitted again",
+                        pipeline_id=pipeline_id,
+                        execution_ids=(),
+                    ) from failure
+            verdict = verdicts["run"]
+            if verdict.action == "adopt" and verdict.execution_id is not None:
+                logger.info(
+                    "run of %s failed (%s); adopting execution %s, which it created",
+                    pipeline_id,
+                    failure,
+                    verdict.execution_id,
+                )
+                ledger.register(verdict.execution_id)
+                return structure(
+                    listed[verdict.execution_id], PipelineExecution, what="run_pipeline"
+                )
+            if verdict.action == "ambiguous":
+                what = ", ".join(verdict.candidates) or verdict.why
+                raise AmbiguousSubmissionError(
+                    f"run of {pipeline_id} failed ({failure}) but may have created an execution "
+                    f"({verdict.why}: {what}); not submitted again",
+                    pipeline_id=pipeline_id,
+                    execution_ids=verdict.candidates,
+                ) from failure
             resubmits += 1
             logger.info(
                 "run of %s failed (%s) but created nothing; submitting again", pipeline_id, failure
             )
             await anyio.sleep(self.retry.backoff(resubmits - 1))
 
-    async def _check_nothing_created(
-        self, pipeline_id: str, started: float, failure: DatalabError, known: Container[str]
-    ) -> None:
-        """Return if the list shows nothing unaccounted for since ``started``; else raise
-        ``AmbiguousSubmissionError`` from ``failure``."""
-        found: list[str] = []
-        complete = False
-        try:
-            async with self.submissions.checking():
-                for page in range(_MAX_PAGES):
-                    request = proto.list_pipeline_executions(
-                        pipeline_id, limit=_PAGE, offset=page * _PAGE
+    async def _reconcile_runs(
+        self,
+        pipeline_id: str,
+        pending: Sequence[PendingRun],
+        known: Container[str] = (),
+    ) -> tuple[dict[str, Verdict], dict[str, Mapping[str, Any]]]:
+        """The one reconciliation (rules in ``datalab_async._protocol.reconcile``): a verdict
+        per pending run, and the listed executions inside the window by id (to adopt one).
+
+        Runs with no run POST of this client in flight, so every execution this client
+        created is in its ledger when the list is read. Raises what the listing raised.
+        """
+        if not pending:
+            return {}, {}
+        async with self.submissions.checking():
+            scan: WindowScan | None = None
+            page = 0
+            while True:
+                request = proto.list_pipeline_executions(
+                    pipeline_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE
+                )
+                response = await self._send(request)
+                if scan is None:
+                    offset = self.server_clock_offset or 0.0
+                    scan = WindowScan(
+                        [
+                            Intent(
+                                p.key,
+                                p.expected,
+                                (
+                                    p.server_started
+                                    if p.server_started is not None
+                                    else p.started + offset
+                                )
+                                - self.retry.clock_skew,
+                            )
+                            for p in pending
+                        ]
                     )
-                    response = await self._send(request)
-                    since = started + _server_offset(response) - self.retry.clock_skew
-                    body = decode_json(response, request.operation)
-                    items = body.get("executions") if isinstance(body, dict) else None
-                    items = items if isinstance(items, list) else []
-                    more, in_window = unaccounted_executions(
-                        items, since, [self.submissions, known]
-                    )
-                    found.extend(e for e in more if e not in found)
-                    if len(items) < _PAGE or in_window == 0:
-                        complete = True
-                        break
-        except DatalabError as err:
-            raise AmbiguousSubmissionError(
-                f"run of {pipeline_id} failed ({failure}) and the executions it may have "
-                f"created could not be checked ({err}); not submitted again",
-                pipeline_id=pipeline_id,
-                execution_ids=(),
-            ) from failure
-        if found or not complete:
-            what = ", ".join(found) if found else "the list could not be read to its end"
-            raise AmbiguousSubmissionError(
-                f"run of {pipeline_id} failed ({failure}) but may have created an execution "
-                f"(unaccounted for since then: {what}); not submitted again",
-                pipeline_id=pipeline_id,
-                execution_ids=tuple(found),
-            ) from failure
+                body = decode_json(response, request.operation)
+                items = body.get("executions") if isinstance(body, dict) else None
+                if not scan.add(items if isinstance(items, list) else []):
+                    break
+                page += 1
+        verdicts = decide(
+            scan.intents, scan.items, [self.submissions, known], complete=scan.complete
+        )
+        listed = {str(item["execution_id"]): item for item in scan.items}
+        return verdicts, listed

@@ -101,6 +101,21 @@ class Knobs:
             "client sees a failure): for duplicate-submission tests; 429/503 stay refusals"
         ),
     )
+    run_answer_delay: float = attrs.field(
+        default=0.0,
+        validator=_non_negative,
+        metadata=_help(
+            "seconds between creating an execution and answering its run POST (as a service "
+            "that stores the upload, then replies): an interrupt in between loses the answer"
+        ),
+    )
+    report_input_config: bool = attrs.field(
+        default=True,
+        metadata=_help(
+            "executions say what they ran on (input_config: file name, size or URL); off: as a "
+            "server that does not, so a lost run answer cannot be told apart"
+        ),
+    )
     max_upload_bytes: int = attrs.field(
         default=200 * _MB, validator=_positive, metadata=_help("largest accepted file (413 over)")
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 import re
 from collections.abc import Mapping
@@ -378,7 +380,17 @@ async def run_pipeline(request: web.Request) -> web.Response:
     else:
         source = DocumentSource(file_url=options.file_url)
     execution = create_execution(ctx, pipeline, version, steps, source, options)
-    return json_response(execution.to_json())
+    if ctx.knobs.run_answer_delay > 0:
+        await asyncio.sleep(ctx.knobs.run_answer_delay)
+    return json_response(_public(ctx, execution))
+
+
+def _public(ctx: ServerContext, execution: Execution) -> dict[str, Any]:
+    """An execution as served (``input_config`` left out when the knobs say so)."""
+    data: dict[str, Any] = execution.to_json()
+    if not ctx.knobs.report_input_config:
+        data.pop("input_config", None)
+    return data
 
 
 async def list_executions(request: web.Request) -> web.Response:
@@ -390,14 +402,15 @@ async def list_executions(request: web.Request) -> web.Response:
     ]
     return json_response(
         {
-            "executions": [e.to_json() for e in matching[offset : offset + limit]],
+            "executions": [_public(ctx, e) for e in matching[offset : offset + limit]],
             "total": len(matching),
         }
     )
 
 
 async def get_execution(request: web.Request) -> web.Response:
-    return json_response(_execution(context_of(request), request).to_json())
+    ctx = context_of(request)
+    return json_response(_public(ctx, _execution(ctx, request)))
 
 
 async def get_step_result(request: web.Request) -> web.Response:
