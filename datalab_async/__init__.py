@@ -64,6 +64,7 @@ from ._models import (
     WorkflowStepType,
 )
 from ._models.events import ExecutionEvent, ExecutionStatusChanged, StepStatusChanged
+from ._policy.control import JobControl
 from ._protocol.sse import encode_sse
 from ._sse_relay import execution_sse_frames
 from ._version import __version__
@@ -100,6 +101,7 @@ __all__ = [
     "FolderSummary",
     "InsecureTransportError",
     "InvalidInputError",
+    "JobControl",
     "NotFoundError",
     "PermissionDeniedError",
     "Pipeline",

@@ -4,7 +4,9 @@ rich console, and the registration protocol a command module follows."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
@@ -16,12 +18,14 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CommandModule",
     "Handler",
     "Subparsers",
     "UsageError",
     "client",
+    "GracefulSignals",
     "connection_flags",
     "non_negative_int",
     "positive_float",
@@ -30,6 +34,54 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Stopped by SIGTERM (what Docker and Kubernetes send): 128 + 15, as shells report it.
+EXIT_TERMINATED = 143
+
+
+class GracefulSignals:
+    """First SIGINT/SIGTERM: ``control.stop()`` (no new document, POSTs on the wire finish);
+    second: ``control.force()``; a third one interrupts at once (default handlers restored).
+
+    ``exit_code`` tells how to exit afterwards (130 for SIGINT, 143 for SIGTERM, else None).
+    Use as a context manager inside the running event loop."""
+
+    def __init__(self, control: Any, on_stop: Callable[[str], object] | None = None) -> None:
+        self.control = control
+        self.on_stop = on_stop
+        self.received: list[int] = []
+
+    @property
+    def exit_code(self) -> int | None:
+        if not self.received:
+            return None
+        return EXIT_TERMINATED if self.received[0] == signal.SIGTERM else EXIT_INTERRUPTED
+
+    def _handle(self, signum: int) -> None:
+        self.received.append(signum)
+        if len(self.received) == 1:
+            self.control.stop(signal.Signals(signum).name)
+            if self.on_stop is not None:
+                self.on_stop(signal.Signals(signum).name)
+        else:
+            self.control.force()
+            self._restore()
+
+    def _restore(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signum)
+
+    def __enter__(self) -> GracefulSignals:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # Not on Windows, nor off the main thread: Ctrl-C then interrupts at once.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self._handle, signum)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
 
 #: ``argparse``'s sub-command container, as handed to each command module's ``add_parser``.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -19,7 +19,9 @@ import anyio
 from .._folder_manifest import walk_folder
 from ._common import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    GracefulSignals,
     Subparsers,
     UsageError,
     client,
@@ -34,6 +36,7 @@ from .summary import RunRecord, print_summary, summary_json
 if TYPE_CHECKING:
     from .._client import AsyncDatalabClient
     from .._client.folder import FolderEvent
+    from .._folder_manifest import FolderSummary
 
 __all__ = ["DEMO_INVOICE_SCHEMA", "EXIT_CODES_HELP", "add_parser", "count_documents", "counting"]
 
@@ -57,7 +60,12 @@ exit codes:
   0    success (run: every document done, or skipped as done before)
   1    a document, an execution (watch) or a request failed
   2    usage error (bad arguments, missing API key, unknown paths)
-  130  interrupted (Ctrl-C); run again and it resumes from the manifest"""
+  130  interrupted (Ctrl-C); run again and it resumes from the manifest
+  143  stopped by SIGTERM (docker stop, Kubernetes); run again and it resumes
+
+interrupts (run): the first Ctrl-C or SIGTERM starts no new document and lets run requests
+already on the wire finish (up to 10 s) so their execution ids are recorded; a second one
+stops at once."""
 
 
 def add_parser(commands: Subparsers) -> None:
@@ -97,6 +105,12 @@ def add_parser(commands: Subparsers) -> None:
     run.add_argument("--no-recursive", action="store_true", help="do not enter sub-folders")
     run.add_argument(
         "--no-resume", action="store_true", help="ignore the manifest: process everything again"
+    )
+    run.add_argument(
+        "--resubmit-ambiguous",
+        action="store_true",
+        help="send again the documents an earlier run reported as ambiguous (a run request "
+        "that may have created an execution: check the named candidates first)",
     )
     run.add_argument(
         "--max-per-second", type=positive_float, metavar="R", help="cap on documents started/s"
@@ -257,6 +271,17 @@ async def _remote_target(
         yield api, args.pipeline_id
 
 
+def resume_hint(summary: FolderSummary, reason: str | None) -> str:
+    """What an interrupted run says last: what was left and how to go on."""
+    left = len(summary.pending)
+    return (
+        f"interrupted{f' by {reason}' if reason else ''}: {len(summary.done)} done in this "
+        f"run, {left} started and left to resume; documents not reached were not sent. Run "
+        "the same command again to go on: finished documents are skipped, started ones "
+        "resumed, none sent twice."
+    )
+
+
 def _display(args: argparse.Namespace) -> Display:
     mode = "plain" if args.plain and args.progress == "auto" else args.progress
     return make_display(mode, sys.stderr if args.json else sys.stdout)
@@ -282,38 +307,58 @@ async def _run(args: argparse.Namespace) -> int:
         record.event(event)
         display.event(event)
 
+    from .._policy.control import JobControl
+
+    control = JobControl()
+
+    def on_stop(name: str) -> None:
+        print(
+            f"\n{name}: starting no new document; letting run requests on the wire finish "
+            f"(up to {control.drain_timeout:.0f} s; {name} again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
     async with target as (api, pipeline_id):
         where = " on the local server" if args.local else ""
         display.start(f"Running {pipeline_id}{where} -> {out_dir}")
+        signals = GracefulSignals(control, on_stop)
         try:
             recursive = not args.no_recursive
-            async with counting(
-                paths,
-                pattern=args.pattern,
-                recursive=recursive,
-                out_dir=out_dir,
-                on_total=display.set_total,
-            ):
-                summary = await api.process_paths(
+            with signals:
+                async with counting(
                     paths,
-                    pipeline_id,
-                    out_dir,
-                    concurrency=args.concurrency,
                     pattern=args.pattern,
                     recursive=recursive,
-                    resume=not args.no_resume,
-                    max_per_second=args.max_per_second,
-                    timeout=args.timeout,
-                    on_event=on_event,
-                    **options,
-                )
+                    out_dir=out_dir,
+                    on_total=display.set_total,
+                ):
+                    summary = await api.process_paths(
+                        paths,
+                        pipeline_id,
+                        out_dir,
+                        concurrency=args.concurrency,
+                        pattern=args.pattern,
+                        recursive=recursive,
+                        resume=not args.no_resume,
+                        max_per_second=args.max_per_second,
+                        timeout=args.timeout,
+                        on_event=on_event,
+                        control=control,
+                        resubmit_ambiguous=args.resubmit_ambiguous,
+                        **options,
+                    )
         finally:
             display.stop()
     code = EXIT_OK if summary.ok else EXIT_FAILED
+    if summary.interrupted:
+        code = signals.exit_code or EXIT_INTERRUPTED
     if args.json:
         document = summary_json(summary, record, pipeline_id=pipeline_id, exit_code=code)
         print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
     else:
         console = display.console if isinstance(display, RichDisplay) else None
         print_summary(summary, sys.stdout, console)
+    if summary.interrupted:
+        print(resume_hint(summary, control.reason), file=sys.stderr, flush=True)
     return code

@@ -58,6 +58,10 @@ def summary_rows(summary: FolderSummary) -> list[tuple[str, str]]:
     ]
     if summary.resumed:
         rows.append(("resumed", str(len(summary.resumed))))
+    if summary.copied:
+        rows.append(("identical (results copied)", str(len(summary.copied))))
+    if summary.interrupted:
+        rows.append(("interrupted: to resume", str(len(summary.pending))))
     if summary.ignored:
         rows.append(("ignored (type, symlink)", str(len(summary.ignored))))
     rows += [
@@ -133,6 +137,9 @@ def summary_json(summary: FolderSummary, record: RunRecord, **extra: Any) -> dic
         ],
         "skipped": [doc(r) for r in summary.skipped],
         "resumed": [doc(r) for r in summary.resumed],
+        "copied": [{"document": r, "same_as": source} for r, source in summary.copied],
+        "interrupted": summary.interrupted,
+        "pending": [doc(r) for r in summary.pending],
         "ignored": [{"document": r, "reason": ignored_reason(r)} for r in summary.ignored],
         "pages": summary.pages,
         "elapsed": round(summary.elapsed, 3),

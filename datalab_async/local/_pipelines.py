@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 import re
 from collections.abc import Mapping
