@@ -33,6 +33,7 @@ from ._protocol.validation import SUPPORTED_EXTENSIONS
 
 __all__ = [
     "MANIFEST_NAME",
+    "STATE_NAME",
     "DocState",
     "FileFingerprint",
     "FolderEntry",
@@ -49,6 +50,7 @@ __all__ = [
     "fingerprint_file",
     "inside",
     "read_manifest",
+    "read_marker",
     "replay_manifest",
     "result_files",
     "safe_join",
@@ -57,6 +59,7 @@ __all__ = [
     "walk_folder",
     "write_results",
     "write_file_inside",
+    "write_marker",
 ]
 
 MANIFEST_NAME = ".datalab-manifest.jsonl"
@@ -469,6 +472,9 @@ def _apply(states: dict[str, DocState], record: Mapping[str, Any]) -> None:
     if isinstance(files, list):
         current.files = tuple(f for f in files if isinstance(f, str))
     current.pages = _int(record.get("pages")) or 0
+    size, mtime_ns = _int(record.get("size")), _int(record.get("mtime_ns"))
+    if size is not None and mtime_ns is not None:
+        current.size, current.mtime_ns = size, mtime_ns
 
 
 def replay_manifest(path: Path) -> tuple[dict[str, DocState], set[str]]:
@@ -497,6 +503,34 @@ def replay_manifest(path: Path) -> tuple[dict[str, DocState], set[str]]:
                 if isinstance(eid, str):
                     known.add(eid)
     return states, known
+
+
+#: A document's own state file, beside its results: written by jobs that cannot share one
+#: append-only manifest (Temporal workers on many machines), read by every job.
+STATE_NAME = ".datalab-state.json"
+
+
+def write_marker(out_dir: Path, relative: str, event: str, config: str, **fields: Any) -> None:
+    """Replace document ``relative``'s state file with one event (the manifest's record
+    format), atomically. Blocking: run it in a thread."""
+    record = {"event": event, "path": relative, "config": config, "time": time.time(), **fields}
+    data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    write_file_inside(out_dir, document_dir(out_dir, relative) / STATE_NAME, data)
+
+
+def read_marker(out_dir: Path, relative: str) -> DocState | None:
+    """Document ``relative``'s state file as a :class:`DocState` (None when there is none or
+    it cannot be read). Blocking."""
+    try:
+        path = document_dir(out_dir, relative) / STATE_NAME
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError, UnsafePathError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    states: dict[str, DocState] = {}
+    _apply(states, {**record, "path": relative})
+    return states.get(relative)
 
 
 def read_manifest(path: Path) -> dict[str, DocState]:

@@ -303,11 +303,14 @@ async def test_cli_reports_a_failing_document_and_a_restart_attaches(
         assert stats["executions_created"] == 9  # attached: nothing submitted twice
         assert stats["run_submissions_by_digest_duplicates"] == 0
 
-        # Once it has finished, the same command shows its outcome instead of starting over.
+        # Once it has finished, the same command runs again: the 8 finished documents are
+        # skipped (by their state beside the results), only the failed one is tried again.
         third = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
         stdout, _ = await asyncio.wait_for(third.communicate(), 60)
-        assert third.returncode == 1 and "failed: 1" in stdout.decode()
-        assert server.stats()["executions_created"] == 9
+        text = stdout.decode()
+        assert third.returncode == 1 and "failed: 1" in text, text
+        assert "skipped (done before): 8" in text, text
+        assert server.stats()["executions_created"] == 10
 
 
 async def test_stop_lets_in_flight_documents_finish(

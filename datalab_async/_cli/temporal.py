@@ -349,7 +349,9 @@ def _folder_summary(result: BulkRunResult, done_names: list[str]) -> FolderSumma
     return FolderSummary(
         done=tuple(done),
         failed=tuple(FolderOutcome(str(path), str(reason)) for path, reason in failures),
-        skipped=(),
+        skipped=("...",) * result.skipped,
+        interrupted=result.stopped and result.not_started > 0,
+        pending=("...",) * result.not_started,
         pages=result.pages,
         elapsed=result.elapsed,
         out_dir=Path(result.out_dir),
@@ -377,9 +379,15 @@ async def _status(args: argparse.Namespace) -> int:
     print(
         f"documents: {total} listed, {progress.done} done, {progress.failed} failed, "
         f"{progress.cancelled} cancelled, {progress.in_flight} in flight, "
-        f"{progress.pages} pages; workflow run {progress.runs}"
-        + ("; stopping" if progress.stopping else "")
+        f"{progress.skipped} skipped (done before), {progress.pages} pages; "
+        f"workflow run {progress.runs}" + ("; stopping" if progress.stopping else "")
     )
+    if (progress.stopping or status != "RUNNING") and progress.not_started:
+        print(
+            f"{progress.not_started} documents were never started; to finish the rest, run "
+            "the same 'datalab-async temporal run' command again (finished documents are "
+            "skipped, started ones resumed)"
+        )
     ok = status in ("RUNNING", "COMPLETED", "CONTINUED_AS_NEW")
     return EXIT_OK if ok and progress.failed == 0 else EXIT_FAILED
 

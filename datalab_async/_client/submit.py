@@ -204,7 +204,9 @@ class SubmitMixin(BaseClient):
             pending = PendingRun("run", expected, started, server_started)
             with ledger.keeping(started_monotonic):
                 try:
-                    verdicts, listed = await self._reconcile_runs(pipeline_id, [pending], known)
+                    verdicts, listed = await self._reconcile_runs(
+                        pipeline_id, [pending], known, use_ledger=True
+                    )
                 except DatalabError as err:
                     raise AmbiguousSubmissionError(
                         f"run of {pipeline_id} failed ({failure}) and the executions it may "
@@ -243,12 +245,17 @@ class SubmitMixin(BaseClient):
         pipeline_id: str,
         pending: Sequence[PendingRun],
         known: Container[str] = (),
+        *,
+        use_ledger: bool = False,
     ) -> tuple[dict[str, Verdict], dict[str, Mapping[str, Any]]]:
         """The one reconciliation (rules in ``datalab_async._protocol.reconcile``): a verdict
         per pending run, and the listed executions inside the window by id (to adopt one).
 
-        Runs with no run POST of this client in flight, so every execution this client
-        created is in its ledger when the list is read. Raises what the listing raised.
+        Runs with no run POST of this client in flight. ``use_ledger``: also rule out every
+        execution this client created (right for a POST that just failed, whose execution
+        cannot be in the ledger; wrong when resuming, where an earlier attempt in this same
+        process may have registered the very execution being looked for). Raises what the
+        listing raised.
         """
         if not pending:
             return {}, {}
@@ -282,8 +289,7 @@ class SubmitMixin(BaseClient):
                 if not scan.add(items if isinstance(items, list) else []):
                     break
                 page += 1
-        verdicts = decide(
-            scan.intents, scan.items, [self.submissions, known], complete=scan.complete
-        )
+        accounted: list[Container[str]] = [known, self.submissions] if use_ledger else [known]
+        verdicts = decide(scan.intents, scan.items, accounted, complete=scan.complete)
         listed = {str(item["execution_id"]): item for item in scan.items}
         return verdicts, listed

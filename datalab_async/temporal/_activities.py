@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +34,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from .._client import AsyncDatalabClient
+from .._client.submit import PendingRun
 from .._errors import (
     AmbiguousSubmissionError,
     DatalabError,
@@ -41,7 +43,15 @@ from .._errors import (
     RateLimitError,
     ServerError,
 )
-from .._folder_manifest import count_pages, describe_error, execution_failure, unique_entries
+from .._folder_manifest import (
+    DocState,
+    config_fingerprint,
+    count_pages,
+    describe_error,
+    execution_failure,
+    fingerprint_file,
+    unique_entries,
+)
 from .._models import ExecutionStatus, PipelineExecution
 from .._models.events import ExecutionStatusChanged
 from ._models import (
@@ -67,7 +77,6 @@ _URL_SCHEMES = ("http://", "https://", "datalab://")
 _RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 # Executions created this long before the first submit attempt are still checked (clock skew).
 _SKEW = timedelta(minutes=2)
-_RECONCILE_PAGES = 50
 
 
 def is_url(source: str) -> bool:
@@ -101,8 +110,10 @@ class DatalabActivities:
         """Write the snapshot of documents to process; where it is and how many."""
         out = Path(job.out_dir)
         target = out / LISTING_DIR / f"{_safe_name(job.name)}.jsonl"
+        sink = self.sinks(job.out_dir)
+        done = getattr(sink, "state_sync", None) if job.pipeline_id else None
         async with _heartbeating(lambda: {"listing": str(target)}):
-            return await anyio.to_thread.run_sync(_write_listing, job, out, target)
+            return await anyio.to_thread.run_sync(_write_listing, job, out, target, done)
 
     @activity.defn(name="datalab_page")
     async def read_page(self, request: PageInput) -> Page:
@@ -113,75 +124,124 @@ class DatalabActivities:
 
     @activity.defn(name="datalab_submit")
     async def submit(self, request: SubmitInput) -> Submitted:
-        """Upload one document and start the pipeline; the execution id."""
+        """Upload one document and start the pipeline; the execution id.
+
+        Write-ahead, as the folder job: the document's state says ``intent`` (durably, beside
+        its results) before the run POST, ``submitted`` with the execution id after. A state
+        already saying ``submitted`` (an earlier workflow, or ``run``) resumes that execution
+        unless it ended failed; an ``intent`` without an answer (a worker died, a workflow was
+        stopped mid-POST) is reconciled first: adopt, send, or fail as ambiguous.
+        """
         info = activity.info()
         async with _heartbeating(lambda: {"relative": request.relative, "phase": "submit"}):
             expected = await anyio.to_thread.run_sync(_expected_input, request)
-            if info.attempt > 1:
-                adopted = await self._reconcile(request, expected, info.scheduled_time)
+            config = config_fingerprint(request.pipeline_id, request.run_options)
+            sink = self.sinks(request.out_dir) if request.out_dir else None
+            prior = await sink.state(request.relative) if sink is not None else None
+            if prior is not None and prior.config == config:
+                resumed = await self._resume(request, prior, expected)
+                if resumed is not None:
+                    return resumed
+            elif info.attempt > 1:
+                # No state to go by (an older run): the first attempt's schedule is the start.
+                started = info.scheduled_time.timestamp() - _SKEW.total_seconds()
+                pending = PendingRun(request.relative, expected, started, started)
+                adopted = await self._reconcile(request, pending)
                 if adopted is not None:
-                    activity.logger.info(
-                        "%s: adopting execution %s from an earlier attempt",
-                        request.relative,
-                        adopted,
-                    )
-                    return Submitted(adopted, adopted=True)
-            source: dict[str, Any] = (
-                {"file_url": request.source}
-                if request.url
-                else {"file_path": request.source, "allow_any_file_type": True}
-            )
+                    return adopted
+            return await self._submit_new(request, expected, config, sink)
+
+    async def _resume(
+        self, request: SubmitInput, prior: DocState, expected: Mapping[str, Any]
+    ) -> Submitted | None:
+        """A Submitted for a document an earlier run got to (None: submit it anew)."""
+        if prior.status == "ambiguous":
+            raise _ambiguous(request, "an earlier run may have created", list(prior.candidates))
+        if prior.status == "submitted" and prior.execution_id is not None:
             try:
-                execution = await self.client.run_pipeline(
-                    request.pipeline_id, **source, **request.run_options
-                )
+                execution = await self.client.get_pipeline_execution(prior.execution_id)
+            except NotFoundError:
+                return None
             except DatalabError as err:
-                raise _submit_failure(err) from err
-        return Submitted(execution.execution_id)
-
-    async def _reconcile(
-        self, request: SubmitInput, expected: Mapping[str, Any], since: datetime
-    ) -> str | None:
-        """Before submitting again after an attempt that may have reached the server.
-
-        Lists the pipeline's executions created since the first attempt was scheduled (less
-        two minutes of clock skew), newest first. One is ruled out when its ``input_config``
-        names another file (name, size or URL). None left: nothing of ours exists, submit.
-        Exactly one left, matching on every known field: it is the one the dead attempt
-        created, adopt it. Anything else (several candidates, or executions that do not say
-        what they ran on) fails the document as ambiguous (never retried) naming the
-        candidates. The residual risk of adopting: another file of the same name and size
-        sent to the same pipeline in that window.
-        """
-        cutoff = since - _SKEW
-        candidates: dict[str, bool] = {}  # id -> matched on every field
-        offset = 0
-        for _ in range(_RECONCILE_PAGES):
-            page = await self.client.list_pipeline_executions(
-                request.pipeline_id, limit=100, offset=offset
+                raise _plain_failure(err) from err
+            if execution.is_terminal and execution.status is not ExecutionStatus.COMPLETED:
+                return None  # it ran and failed: a failed document is submitted again
+            return Submitted(execution.execution_id, adopted=True)
+        if prior.status == "intent":
+            pending = PendingRun(
+                request.relative,
+                prior.expected or expected,
+                prior.started or 0.0,
+                prior.server_started,
             )
-            older = False
-            for execution in page.executions:
-                created = execution.created
-                if created is not None and _aware(created) < cutoff:
-                    older = True
-                    continue
-                verdict = _compare(execution, expected)
-                if verdict is not None:
-                    candidates[execution.execution_id] = verdict
-            activity.heartbeat({"relative": request.relative, "phase": "reconcile"})
-            if older or len(page.executions) < 100:
-                break
-            offset += 100
-        else:
-            raise _ambiguous(request, "too many recent executions to check", list(candidates))
-        if not candidates:
-            return None
-        if len(candidates) == 1:
-            ((execution_id, exact),) = candidates.items()
-            if exact:
-                return execution_id
-        raise _ambiguous(request, "an earlier attempt may have created", list(candidates))
+            return await self._reconcile(request, pending)
+        return None
+
+    async def _reconcile(self, request: SubmitInput, pending: PendingRun) -> Submitted | None:
+        """The client's one reconciliation for a POST whose answer was lost."""
+        try:
+            verdicts, _ = await self.client._reconcile_runs(request.pipeline_id, [pending])
+        except DatalabError as err:
+            raise _plain_failure(err) from err
+        verdict = verdicts[pending.key]
+        if verdict.action == "adopt" and verdict.execution_id is not None:
+            activity.logger.info(
+                "%s: adopting execution %s from an earlier attempt",
+                request.relative,
+                verdict.execution_id,
+            )
+            if request.out_dir:
+                config = config_fingerprint(request.pipeline_id, request.run_options)
+                await self.sinks(request.out_dir).mark(
+                    request.relative, "submitted", config, execution_id=verdict.execution_id
+                )
+            return Submitted(verdict.execution_id, adopted=True)
+        if verdict.action == "ambiguous":
+            raise _ambiguous(
+                request, f"an earlier attempt may have created ({verdict.why})", verdict.candidates
+            )
+        return None
+
+    async def _submit_new(
+        self,
+        request: SubmitInput,
+        expected: Mapping[str, Any],
+        config: str,
+        sink: ResultSink | None,
+    ) -> Submitted:
+        source: dict[str, Any] = (
+            {"file_url": request.source}
+            if request.url
+            else {"file_path": request.source, "allow_any_file_type": True}
+        )
+        file = await anyio.to_thread.run_sync(_file_fields, request)
+        if sink is not None:
+            started = time.time()
+            await sink.mark(
+                request.relative,
+                "intent",
+                config,
+                started=started,
+                server_started=self.client.server_clock(started),
+                expected=dict(expected),
+                **file,
+            )
+        try:
+            execution = await self.client.run_pipeline(
+                request.pipeline_id, **source, **request.run_options
+            )
+        except DatalabError as err:
+            raise _submit_failure(err) from err
+        if sink is not None:
+            with anyio.CancelScope(shield=True):
+                await sink.mark(
+                    request.relative,
+                    "submitted",
+                    config,
+                    execution_id=execution.execution_id,
+                    **file,
+                )
+        return Submitted(execution.execution_id)
 
     # -- await -------------------------------------------------------------------------------
 
@@ -221,8 +281,24 @@ class DatalabActivities:
                     results = await self.client.fetch_step_results(execution)
             except DatalabError as err:
                 raise _plain_failure(err) from err
-            files = await self.sinks(request.out_dir).write(request.relative, execution, results)
-        return Stored(files, count_pages(results))
+            sink = self.sinks(request.out_dir)
+            files = await sink.write(request.relative, execution, results)
+            pages = count_pages(results)
+            if request.config:
+                prior = await sink.state(request.relative)
+                await sink.mark(
+                    request.relative,
+                    "completed" if execution.status is ExecutionStatus.COMPLETED else "failed",
+                    request.config,
+                    execution_id=execution.execution_id,
+                    status=str(execution.status),
+                    files=files,
+                    pages=pages,
+                    sha256=prior.sha256 if prior is not None else None,
+                    size=prior.size if prior is not None else None,
+                    mtime_ns=prior.mtime_ns if prior is not None else None,
+                )
+        return Stored(files, pages)
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -251,7 +327,9 @@ def _plain_failure(err: DatalabError) -> ApplicationError:
     return ApplicationError(describe_error(err), type=type(err).__name__, non_retryable=final)
 
 
-def _ambiguous(request: SubmitInput, why: str, candidates: list[str]) -> ApplicationError:
+def _ambiguous(
+    request: SubmitInput, why: str, candidates: Sequence[str]
+) -> ApplicationError:
     named = ", ".join(candidates[:10]) or "none named"
     return ApplicationError(
         f"{request.relative}: {why} an execution for this document ({named}); not submitted "
@@ -279,22 +357,15 @@ def _expected_input(request: SubmitInput) -> dict[str, Any]:
     return {"filename": os.path.basename(request.source), "file_size": size}
 
 
-def _compare(execution: PipelineExecution, expected: Mapping[str, Any]) -> bool | None:
-    """None: ruled out (another document); True: matches every field; False: cannot tell."""
-    config = execution.input_config or {}
-    known = 0
-    for key, value in expected.items():
-        seen = config.get(key)
-        if seen is None:
-            continue
-        if seen != value:
-            return None
-        known += 1
-    return known == len(expected)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+def _file_fields(request: SubmitInput) -> dict[str, Any]:
+    """Size and mtime of a local source, for the state record (a changed file is new)."""
+    if request.url:
+        return {}
+    try:
+        info = os.stat(request.source)
+    except OSError:
+        return {}
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
 
 # -- listing helpers ---------------------------------------------------------------------------
@@ -321,16 +392,42 @@ def _entries(job: ListInput, out: Path, ignored: list[str]) -> Iterator[PageEntr
         yield PageEntry(f"urls/{name}" + (f"~{count}" if count > 1 else ""), url, url=True)
 
 
-def _write_listing(job: ListInput, out: Path, target: Path) -> Listing:
-    """Walk the sources into ``target`` (JSON lines, replaced atomically). Blocking."""
+def _finished(entry: PageEntry, state: DocState | None, config: str) -> bool:
+    """Whether an earlier run finished this document with this configuration (the folder
+    manifest's rule: same file by size and mtime, else by content hash). Blocking."""
+    if state is None or state.status != "completed" or state.config != config:
+        return False
+    if entry.url:
+        return True
+    try:
+        info = os.stat(entry.source)
+    except OSError:
+        return False
+    if state.same_file(info.st_size, info.st_mtime_ns):
+        return True
+    return state.sha256 is not None and fingerprint_file(Path(entry.source)).sha256 == state.sha256
+
+
+def _write_listing(
+    job: ListInput,
+    out: Path,
+    target: Path,
+    state_of: Callable[[str], DocState | None] | None = None,
+) -> Listing:
+    """Walk the sources into ``target`` (JSON lines, replaced atomically), leaving out the
+    documents an earlier run finished (``state_of``). Blocking."""
     out.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     ignored: list[str] = []
-    total = 0
+    total = skipped = 0
+    config = config_fingerprint(job.pipeline_id or "", job.run_options)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             for entry in _entries(job, out, ignored):
+                if state_of is not None and _finished(entry, state_of(entry.relative), config):
+                    skipped += 1
+                    continue
                 record = {"r": entry.relative, "s": entry.source, "u": entry.url}
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 total += 1
@@ -340,7 +437,7 @@ def _write_listing(job: ListInput, out: Path, target: Path) -> Listing:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-    return Listing(str(target), total, len(ignored))
+    return Listing(str(target), total, len(ignored), skipped)
 
 
 def _read_page(request: PageInput) -> Page:

@@ -57,6 +57,8 @@ class RunState:
     done: int = 0
     failed: int = 0
     cancelled: int = 0
+    skipped: int = 0
+    launched: int = 0
     pages: int = 0
     seq: int = 0
     runs: int = 1
@@ -106,6 +108,8 @@ class Progress:
     finished: bool
     seq: int
     events: list[DocumentEvent]
+    skipped: int = 0
+    not_started: int = 0
 
 
 @dataclass
@@ -122,6 +126,8 @@ class BulkRunResult:
     failures: list[tuple[str, str]]
     failures_dropped: int = 0
     stopped: bool = False
+    skipped: int = 0
+    not_started: int = 0
 
     @property
     def ok(self) -> bool:
@@ -139,6 +145,8 @@ class ListInput:
     name: str
     pattern: str | None = None
     recursive: bool = True
+    pipeline_id: str | None = None
+    run_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,6 +156,7 @@ class Listing:
     path: str
     total: int
     ignored: int = 0
+    skipped: int = 0
 
 
 @dataclass
@@ -179,6 +188,7 @@ class SubmitInput:
     source: str
     url: bool = False
     run_options: dict[str, Any] = field(default_factory=dict)
+    out_dir: str = ""
 
 
 @dataclass
@@ -208,6 +218,7 @@ class StoreInput:
     out_dir: str
     relative: str
     execution_id: str
+    config: str = ""
 
 
 @dataclass

@@ -130,9 +130,9 @@ async def start_bulk_run(
 ) -> WorkflowHandle[BulkRunWorkflow, BulkRunResult]:
     """Start the bulk run, or attach to the running one with the same ``workflow_id``.
 
-    A finished run's id is reused only if that run failed or was cancelled or terminated:
-    after a success ``WorkflowAlreadyStartedError`` is raised (running it again would submit
-    every document again); get its handle to read its result.
+    A finished run's id is reused: a new run skips every document an earlier one finished
+    (their state is kept beside their results in ``out_dir``), resumes the ones it started and
+    does the rest. So after a stop, the same call finishes the rest.
     """
     check_job(job)
     return await temporal.start_workflow(
@@ -141,5 +141,5 @@ async def start_bulk_run(
         id=workflow_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )

@@ -19,6 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from .._folder_manifest import config_fingerprint
     from ._models import (
         Awaited,
         AwaitInput,
@@ -92,6 +93,8 @@ class BulkRunWorkflow:
                     workflow.info().workflow_id,
                     job.pattern,
                     job.recursive,
+                    job.pipeline_id,
+                    job.run_options,
                 ),
                 result_type=Listing,
                 start_to_close_timeout=timedelta(hours=2),
@@ -99,6 +102,7 @@ class BulkRunWorkflow:
                 retry_policy=_LISTING_RETRY,
             )
             state.listing, state.total = listing.path, listing.total
+            state.skipped = listing.skipped
         started_here = 0
         page_size = max(1, min(job.page_size, job.continue_every))
         while not self._stop and state.position < (state.total or 0):
@@ -152,6 +156,8 @@ class BulkRunWorkflow:
             finished=self._finished,
             seq=state.seq,
             events=events,
+            skipped=state.skipped,
+            not_started=max(0, (state.total or 0) - state.launched),
         )
 
     @workflow.signal
@@ -168,6 +174,7 @@ class BulkRunWorkflow:
 
     def _start(self, job: BulkRunInput, entry: PageEntry) -> None:
         self._in_flight += 1
+        self._state.launched += 1
         task = asyncio.create_task(self._document(job, entry))
         self._tasks[task] = None
         task.add_done_callback(lambda done: self._tasks.pop(done, None))
@@ -182,7 +189,14 @@ class BulkRunWorkflow:
             self._emit(relative, "queued")
             submitted = await workflow.execute_activity(
                 "datalab_submit",
-                SubmitInput(job.pipeline_id, relative, entry.source, entry.url, job.run_options),
+                SubmitInput(
+                    job.pipeline_id,
+                    relative,
+                    entry.source,
+                    entry.url,
+                    job.run_options,
+                    job.out_dir,
+                ),
                 result_type=Submitted,
                 start_to_close_timeout=limit,
                 heartbeat_timeout=beat,
@@ -202,7 +216,12 @@ class BulkRunWorkflow:
             if awaited.status in _RESULT_STATUSES:
                 stored = await workflow.execute_activity(
                     "datalab_store",
-                    StoreInput(job.out_dir, relative, execution_id),
+                    StoreInput(
+                        job.out_dir,
+                        relative,
+                        execution_id,
+                        config_fingerprint(job.pipeline_id, job.run_options),
+                    ),
                     result_type=Stored,
                     schedule_to_close_timeout=limit,
                     heartbeat_timeout=beat,
@@ -273,6 +292,8 @@ class BulkRunWorkflow:
             failures=list(state.failures),
             failures_dropped=state.failures_dropped,
             stopped=self._stop,
+            skipped=state.skipped,
+            not_started=max(0, (state.total or 0) - state.launched),
         )
 
     def _carry(self, job: BulkRunInput) -> BulkRunInput:
