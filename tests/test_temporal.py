@@ -375,6 +375,49 @@ async def test_stop_can_cancel_in_flight_documents(
         assert server.stats()["executions_created"] == 2
 
 
+async def test_a_rerun_after_a_stop_skips_done_work_and_resumes_started(
+    temporal: Client, workers: Workers, queue: str, tmp_path: Path
+) -> None:
+    """Stop part-way (cancelling in-flight documents), then the same folder onto the same
+    --out under another workflow id: finished documents are skipped, started ones resumed
+    (their executions adopted, not submitted again), the rest done; then ``run`` on the same
+    --out finds everything done."""
+    n = 12
+    async with LocalDatalab(step_latency=0.3) as server:
+        pipeline = server.create_pipeline_sync(["convert"])
+        make_documents(tmp_path / "in", n)
+        workers.start(server, queue)
+        job = BulkRunInput(
+            pipeline,
+            [str(tmp_path / "in")],
+            str(tmp_path / "out"),
+            concurrency=3,
+            heartbeat_timeout=2.0,
+        )
+        first = await start_bulk_run(temporal, job, workflow_id=f"a-{queue}", task_queue=queue)
+        await eventually(lambda: _done_at_least(first, 2), what="two documents done")
+        await first.signal(BulkRunWorkflow.stop, True)
+        stopped = await asyncio.wait_for(first.result(), 60)
+        assert stopped.stopped and stopped.not_started > 0
+        started = server.stats()["executions_created"]
+        assert stopped.done < started < n  # some were cancelled while running
+
+        second = await start_bulk_run(temporal, job, workflow_id=f"b-{queue}", task_queue=queue)
+        result = await asyncio.wait_for(second.result(), 120)
+        assert result.ok, result
+        # (a document cancelled while its results were being stored may be finished too)
+        assert result.skipped >= stopped.done and result.skipped + result.done == n
+        stats = server.stats()
+        assert stats["executions_created"] == n  # the cancelled ones were resumed, not resent
+        assert stats["run_submissions_by_digest_duplicates"] == 0
+        assert len(results_on_disk(tmp_path / "out")) == n
+
+        async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as client:
+            summary = await client.process_folder(tmp_path / "in", pipeline, tmp_path / "out")
+        assert len(summary.skipped) == n and not summary.done
+        assert server.stats()["executions_created"] == n
+
+
 async def _done_at_least(handle: Any, count: int) -> bool:
     return (await progress_of(handle)).done >= count
 

@@ -42,6 +42,7 @@ from .._folder_manifest import (
     describe_error,
     execution_failure,
     fingerprint_file,
+    read_marker,
     replay_manifest,
     unique_entries,
     write_results,
@@ -115,6 +116,7 @@ class _Work:
     entry: FolderEntry
     fingerprint: FileFingerprint | None
     resume_id: str | None = None
+    intent: DocState | None = None  # a POST another job started and never recorded an answer
 
 
 @attrs.define
@@ -265,6 +267,36 @@ class _Job:
                 )
         await self.durable()
 
+    async def _reconcile_one(self, item: _Work) -> _Work:
+        """Reconcile one intent found beside a document's results: the work to do next (an
+        intent left set means the document was reported and must not be sent)."""
+        state, relative = item.intent, item.entry.relative
+        assert state is not None
+        pending = PendingRun(
+            relative, state.expected or {}, state.started or 0.0, state.server_started
+        )
+        try:
+            verdicts, _ = await self.client._reconcile_runs(self.pipeline_id, [pending], self.known)
+        except DatalabError as err:
+            self.fail(
+                relative,
+                f"an earlier run may have submitted it, and the check failed "
+                f"({describe_error(err)}); not sent: a re-run checks again",
+                error=err,
+            )
+            return item
+        verdict = verdicts[relative]
+        if verdict.action == "adopt":
+            return attrs.evolve(item, intent=None, resume_id=verdict.execution_id)
+        if verdict.action == "send":
+            return attrs.evolve(item, intent=None)
+        reason = _ambiguous_reason(verdict.why, verdict.candidates)
+        self.manifest.record(
+            "ambiguous", relative, self.config, candidates=list(verdict.candidates), reason=reason
+        )
+        self.fail(relative, reason)
+        return item
+
     # -- planning ----------------------------------------------------------------------------
 
     async def plan(self, entries: Iterator[FolderEntry]) -> AsyncIterator[_Work]:
@@ -274,6 +306,10 @@ class _Job:
             if self.control.stopping:
                 return
             state = self.states.get(entry.relative)
+            if state is None:
+                # Not in this folder's manifest: a job that keeps each document's state beside
+                # its results (Temporal) may have been here.
+                state = await anyio.to_thread.run_sync(read_marker, self.out_dir, entry.relative)
             fingerprint: FileFingerprint | None = None
             if state is not None and state.config == self.config:
                 same = False
@@ -291,6 +327,9 @@ class _Job:
                     continue
                 if same and state.status == "submitted" and state.execution_id is not None:
                     yield _Work(entry, fingerprint, resume_id=state.execution_id)
+                    continue
+                if same and state.status == "intent":
+                    yield _Work(entry, fingerprint, intent=state)
                     continue
                 if same and state.status == "unchecked":
                     self.fail(entry.relative, state.reason or "not checked")
@@ -323,6 +362,10 @@ class _Job:
     async def _document(self, item: _Work) -> None:
         relative = item.entry.relative
         deadline = deadline_after(self.timeout)
+        if item.intent is not None:
+            item = await self._reconcile_one(item)
+            if item.intent is not None:
+                return  # ambiguous, or the check failed: reported, not sent
         if item.resume_id is not None:
             self.emit(relative, "resuming", execution_id=item.resume_id)
             stub = PipelineExecution(
