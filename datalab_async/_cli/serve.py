@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DESCRIPTION",
+    "EXAMPLES",
     "add_arguments",
     "add_parser",
     "build_parser",
@@ -35,6 +36,12 @@ __all__ = [
 ]
 
 DESCRIPTION = "Serve the Datalab API locally (in-memory, for tests and demos)."
+
+EXAMPLES = """\
+examples (the schema file is in a checkout of datalab_async):
+  datalab-async serve --pipeline demo --api-key dev
+  datalab-async serve --pipeline convert,extract:examples/invoice_schema.json --port 8001
+then: DATALAB_API_KEY=dev DATALAB_HOST=http://127.0.0.1:8000 datalab-async run pl_... FILES"""
 
 
 def _add_knob(parser: argparse._ActionsContainer, field: attrs.Attribute[Any]) -> None:
@@ -91,7 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parser(commands: Subparsers) -> None:
     """Add ``serve`` to ``commands``."""
     serve = commands.add_parser(
-        "serve", help="serve the Datalab API locally", description=DESCRIPTION
+        "serve",
+        help="serve the Datalab API locally",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(serve)
     serve.set_defaults(handler=_serve)
@@ -99,7 +110,12 @@ def add_parser(commands: Subparsers) -> None:
 
 def build_parser(prog: str = "python -m datalab_async.local") -> argparse.ArgumentParser:
     """A stand-alone parser for ``serve`` (``python -m datalab_async.local``)."""
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return parser
 
@@ -162,16 +178,17 @@ async def _serve_until_stopped(args: argparse.Namespace, knobs: Knobs) -> int:
         await server.close()
         return EXIT_FAILED
     try:
-        for name, steps in pipelines:
-            pipeline_id = server.create_pipeline_sync(steps, name=name)
-            print(f"pipeline {pipeline_id}: {' -> '.join(step['type'] for step in steps)}")
-        print(f"Local Datalab API on {server.url}")
-        print(f"X-API-Key: {server.api_key}", flush=True)
+        # Handlers first: a signal sent as soon as the key is printed stops the server cleanly.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
+        for name, steps in pipelines:
+            pipeline_id = server.create_pipeline_sync(steps, name=name)
+            print(f"pipeline {pipeline_id}: {' -> '.join(step['type'] for step in steps)}")
+        print(f"Local Datalab API on {server.url}")
+        print(f"X-API-Key: {server.api_key}", flush=True)
         await stop.wait()
     finally:
         await server.close()
