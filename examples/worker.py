@@ -24,7 +24,7 @@ fields) or step types such as 'convert' or 'convert,segment'::
 
     python examples/worker.py --out results <<< "demo examples/documents/invoice-0001.pdf"
 
-(The embedded server's executions end with the worker, so resuming after a restart, below, is
+(The embedded server's executions end with the worker, so resuming after a restart, above, is
 for --remote.)
 
 With --remote it uses the API at DATALAB_HOST with DATALAB_API_KEY (the hosted API, or a
