@@ -56,8 +56,8 @@ class UsageError(Exception):
     """A command line that parses but cannot work (exit code 2)."""
 
 
-#: Library argument names (``InvalidInputError.field``, or the first word of a message) as
-#: the command line spells them: CLI users read flags, not keyword arguments.
+#: Library argument names (the first word of an ``InvalidInputError``'s message) as the
+#: command line spells them: CLI users read flags, not keyword arguments.
 CLI_NAMES = {
     "api_key": "--api-key",
     "base_url": "--base-url",
@@ -106,10 +106,9 @@ def cli_message(exc: BaseException, args: argparse.Namespace | None = None) -> s
         )
         return f"{head}; use {flag}"
     text = _KEYWORD_HINT.sub("", text)
-    first = text.split(" ", 1)[0]
-    name = field if isinstance(field, str) and first == field else first
-    if name in CLI_NAMES and text.startswith(name + " "):
-        text = CLI_NAMES[name] + text[len(name) :]
+    name, space, rest = text.partition(" ")  # "page_range 'x' is malformed" names its argument
+    if space and name in CLI_NAMES:
+        text = f"{CLI_NAMES[name]} {rest}"
     return text
 
 
