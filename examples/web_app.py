@@ -1,13 +1,14 @@
 """An aiohttp web app: upload documents from a browser and watch their steps change live.
 
-Offline by default (a local Datalab server is started in-process with a convert + extract
-pipeline)::
+Offline by default, even with DATALAB_API_KEY set (a local Datalab server is started
+in-process with a convert + extract pipeline)::
 
     python examples/web_app.py [--port 8080]        # then open http://127.0.0.1:8080/
 
-Against the hosted API (webhooks need an address the API can reach, e.g. a tunnel)::
+Against the hosted API with --remote (DATALAB_API_KEY, DATALAB_HOST; webhooks need an address
+the API can reach, e.g. a tunnel)::
 
-    DATALAB_API_KEY=... python examples/web_app.py --pipeline pl_... \\
+    DATALAB_API_KEY=... python examples/web_app.py --remote --pipeline pl_... \\
         [--public-url https://you.example] [--webhook-secret ...]
 
 Routes:
@@ -135,9 +136,9 @@ async def serve(
 
 async def main(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
-        if os.environ.get("DATALAB_API_KEY"):
-            if not args.pipeline:
-                print("--pipeline PIPELINE_ID is required with DATALAB_API_KEY", file=sys.stderr)
+        if args.remote:
+            if not args.pipeline or not os.environ.get("DATALAB_API_KEY"):
+                print("--remote needs DATALAB_API_KEY and --pipeline PIPELINE_ID", file=sys.stderr)
                 return 2
             factory: Callable[[], AsyncDatalabClient] = AsyncDatalabClient.from_env
             pipeline_id, secret = args.pipeline, args.webhook_secret
@@ -172,7 +173,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="0 = any free (default: 8080)")
-    parser.add_argument("--pipeline", help="pipeline ID (with DATALAB_API_KEY; else offline)")
+    parser.add_argument(
+        "--remote", action="store_true", help="use the API at DATALAB_HOST with DATALAB_API_KEY"
+    )
+    parser.add_argument("--pipeline", help="pipeline ID (with --remote)")
     parser.add_argument("--public-url", help="this app's address as the API reaches it")
     parser.add_argument(
         "--webhook-secret",

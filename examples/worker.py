@@ -18,17 +18,28 @@ to finish, then stops waiting on the rest: their execution ids are already recor
 start resumes them (waits on the same executions) instead of submitting them again. Documents
 still uploading when the grace period ends are stopped as soon as their upload is accepted.
 
-Configuration: DATALAB_API_KEY and DATALAB_HOST. To try it offline, run a local server::
+Offline by default, even with DATALAB_API_KEY set: an embedded local server (living as long
+as the worker) runs the jobs, whose PIPELINE_ID is then 'demo' (convert -> extract invoice
+fields) or step types such as 'convert' or 'convert,segment'::
 
-    python -m datalab_async.local --port 8000 --api-key dev --pipeline convert   # prints pl_...
-    DATALAB_API_KEY=dev DATALAB_HOST=http://127.0.0.1:8000 \\
-        python examples/worker.py --out results <<< "pl_... examples/documents/invoice-0001.pdf"
+    python examples/worker.py --out results <<< "demo examples/documents/invoice-0001.pdf"
+
+(The embedded server's executions end with the worker, so resuming after a restart, above, is
+for --remote.)
+
+With --remote it uses the API at DATALAB_HOST with DATALAB_API_KEY (the hosted API, or a
+server you started with 'datalab-async serve')::
+
+    DATALAB_API_KEY=... python examples/worker.py --remote --inbox inbox --out results
+
+In stdin mode the exit code is 1 when a job failed (0 when every one was done or skipped).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,16 +49,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from datalab_async import AsyncDatalabClient, DatalabError, FolderEvent
+from datalab_async import AsyncDatalabClient, DatalabError, FolderEvent, InvalidInputError
+from datalab_async.local import LocalDatalab
 
 log = logging.getLogger("worker")
+INVOICE_SCHEMA = json.loads((Path(__file__).resolve().parent / "invoice_schema.json").read_text())
 JOB_FILE = "job.json"  # present while a job is unfinished
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload")
 
@@ -90,6 +103,14 @@ class Job:
             self.scope.cancel()
         else:
             self.stop_when_accepted = True
+
+
+def shown(path: Path) -> str:
+    """A path for a log line: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def safe_name(text: str) -> str:
@@ -180,9 +201,16 @@ def scan_inbox(inbox: Path) -> list[tuple[str, Path]]:
 class Worker:
     """Workers pull jobs from a rendezvous channel: a job is taken only by an idle worker."""
 
-    def __init__(self, client: AsyncDatalabClient, args: argparse.Namespace) -> None:
+    def __init__(
+        self,
+        client: AsyncDatalabClient,
+        args: argparse.Namespace,
+        pipeline: Callable[[str], Awaitable[str]],
+    ) -> None:
         self.client = client
         self.args = args
+        self.pipeline = pipeline  # a job's PIPELINE_ID -> the pipeline to run
+        self.failed = 0  # jobs that failed in this run
         self.out: Path = args.out.resolve()
         self.running: dict[str, Job] = {}  # taken by the intake, maybe not started yet
         self.active = 0  # being processed
@@ -240,16 +268,18 @@ class Worker:
         job.scope = scope = anyio.CancelScope()
         try:
             with scope:
+                pipeline_id = await self.pipeline(job.pipeline_id)
                 summary = await self.client.process_paths(
                     [job.path],
-                    job.pipeline_id,
+                    pipeline_id,
                     job.folder,
                     concurrency=1,
                     timeout=self.args.timeout,
                     on_event=job.on_event,
                 )
         except DatalabError as err:  # e.g. the document has gone, or a bad pipeline id
-            log.info("failed   %s %s: %s", job.pipeline_id, job.path, err)
+            log.info("failed   %s %s: %s", job.pipeline_id, shown(job.path), err)
+            self.failed += 1
             await self.move(job, ".failed")
             return
         took = time.monotonic() - started
@@ -257,24 +287,28 @@ class Worker:
             log.info(
                 "stopped  %s %s: execution %s is recorded; the next start resumes it",
                 job.pipeline_id,
-                job.path,
+                shown(job.path),
                 job.execution_id,
             )
             return
         if summary.failed:
             reason = summary.failed[0].reason
-            log.info("failed   %s %s (%.1fs): %s", job.pipeline_id, job.path, took, reason)
+            log.info(
+                "failed   %s %s (%.1fs): %s", job.pipeline_id, shown(job.path), took, reason
+            )
+            self.failed += 1
             await self.move(job, ".failed")
             return
         verb = "resumed " if summary.resumed else "skipped " if summary.skipped else "done    "
         log.info(
-            "%s %s %s -> %s (execution %s, %d pages, %.1fs)",
+            "%s %s %s -> %s (execution %s, %d page%s, %.1fs)",
             verb,
             job.pipeline_id,
-            job.path,
-            job.folder,
+            shown(job.path),
+            shown(job.folder),
             job.execution_id,
             summary.pages,
+            "" if summary.pages == 1 else "s",
             took,
         )
         await self.move(job, ".done")
@@ -289,7 +323,7 @@ class Worker:
         try:
             await anyio.Path(job.path).rename(target)
         except OSError as err:
-            log.warning("could not move %s to %s: %s", job.path, target, err)
+            log.warning("could not move %s to %s: %s", shown(job.path), shown(target), err)
 
     def stop(self) -> None:
         """SIGTERM/SIGINT: take no more jobs; the grace period starts."""
@@ -312,23 +346,67 @@ class Worker:
 
 async def _iterate(jobs: list[Job]) -> AsyncIterator[Job]:
     for job in jobs:
-        log.info("resuming %s %s (unfinished at the last stop)", job.pipeline_id, job.path)
+        log.info(
+            "resuming %s %s (unfinished at the last stop)", job.pipeline_id, shown(job.path)
+        )
         yield job
 
 
+def offline_pipelines(server: LocalDatalab) -> Callable[[str], Awaitable[str]]:
+    """Offline, a job's PIPELINE_ID names what to run: 'demo' or step types, each pipeline
+    created on the embedded server the first time it is named."""
+    created: dict[str, str] = {}
+
+    async def pipeline(spec: str) -> str:
+        if spec not in created:
+            if spec.startswith("pl_"):
+                raise InvalidInputError(
+                    f"offline, there is no pipeline {spec}: name 'demo' or step types such as "
+                    "'convert', or use --remote"
+                )
+            steps: list[str | dict[str, object]] = (
+                ["convert", {"type": "extract", "settings": {"page_schema": INVOICE_SCHEMA}}]
+                if spec == "demo"
+                else [part for part in spec.split(",") if part]
+            )
+            created[spec] = await server.seed_pipeline(steps, name=spec)
+        return created[spec]
+
+    return pipeline
+
+
+async def remote_pipeline(pipeline_id: str) -> str:
+    return pipeline_id
+
+
 async def main(args: argparse.Namespace) -> int:
-    if not os.environ.get("DATALAB_API_KEY"):
-        print("set DATALAB_API_KEY (and DATALAB_HOST); see --help", file=sys.stderr)
-        return 2
-    async with AsyncDatalabClient.from_env() as client:
-        worker = Worker(client, args)
+    async with contextlib.AsyncExitStack() as stack:
+        if args.remote:
+            if not os.environ.get("DATALAB_API_KEY"):
+                print("--remote needs DATALAB_API_KEY (and DATALAB_HOST)", file=sys.stderr)
+                return 2
+            client = await stack.enter_async_context(AsyncDatalabClient.from_env())
+            pipeline: Callable[[str], Awaitable[str]] = remote_pipeline
+        else:
+            server = await stack.enter_async_context(LocalDatalab(step_latency=0.1))
+            client = await stack.enter_async_context(
+                AsyncDatalabClient(server.api_key, server.url)
+            )
+            pipeline = offline_pipelines(server)
+        worker = Worker(client, args, pipeline)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, worker.stop)
-        log.info("worker started (concurrency %d, results in %s)", args.concurrency, worker.out)
+        where = "the API at " + client.base_url if args.remote else "an embedded local server"
+        log.info(
+            "worker started on %s (concurrency %d, results in %s)",
+            where,
+            args.concurrency,
+            shown(worker.out),
+        )
         await worker.run()
-    log.info("worker stopped")
-    return 0
+    log.info("worker stopped" + (f" ({worker.failed} failed)" if worker.failed else ""))
+    return 1 if worker.failed and args.inbox is None else 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -336,6 +414,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, required=True, help="results and job state folder")
+    parser.add_argument(
+        "--remote", action="store_true", help="use the API at DATALAB_HOST with DATALAB_API_KEY"
+    )
     parser.add_argument("--inbox", type=Path, help="take documents from DIR/<PIPELINE_ID>/")
     parser.add_argument("--concurrency", type=int, default=4, help="documents at once (4)")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds to finish on stop (30)")
@@ -349,6 +430,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def log_to_stdout() -> None:
+    """``2026-12-01 21:28:36.545 message``: one line per event, milliseconds after a dot."""
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter("%(asctime)s %(message)s")
+    formatter.default_msec_format = "%s.%03d"
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    log_to_stdout()
     sys.exit(asyncio.run(main(parse_args())))

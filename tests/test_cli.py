@@ -413,13 +413,41 @@ def test_serve_has_one_parser(monkeypatch: Any, capsys: pytest.CaptureFixture[st
     assert "--step-latency" in via_cli and "--error-503-rate" in via_cli
 
 
-def test_plain_progress_shows_the_step_a_document_is_at(
-    docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("verbose", [False, True])
+def test_plain_progress_shows_the_step_a_document_is_at_with_verbose(
+    verbose: bool, docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Two steps of 0.75 s: the first status poll (after about 0.25 s) finds step 1 running.
     argv = ["run", "convert,segment", str(docs / "invoice-0001.pdf"), "--local", "--plain"]
+    argv += ["-v"] if verbose else []
     assert main([*argv, "--out", str(tmp_path / "out"), "--step-latency", "0.75"]) == 0
     lines = capsys.readouterr().out.splitlines()
     steps = [line for line in lines if line.startswith("step ")]
+    if not verbose:  # one line per document outcome, no step detail
+        assert steps == [] and len([x for x in lines if x.startswith("done ")]) == 1
+        return
     assert steps and steps[0].startswith("step     invoice-0001.pdf: step 1/2 convert ")
     assert lines.index(steps[-1]) < next(i for i, x in enumerate(lines) if x.startswith("done "))
+
+
+def test_a_plain_rerun_counts_the_skipped_documents_in_one_line(
+    remote: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for index in range(1, 6):
+        name, data = make_document("pdf", index)
+        (docs / name).write_bytes(data)
+    pipeline_id = remote.server.create_pipeline_sync(["convert"])
+    argv = ["run", pipeline_id, str(docs), "--out", str(tmp_path / "out"), "--plain"]
+    argv += remote.flags()
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert len([line for line in first if line.startswith("done ")]) == 5
+    assert main(argv) == 0
+    again = capsys.readouterr().out.splitlines()
+    progress = again[: again.index("")]  # the summary follows a blank line
+    assert progress[1:] == ["found 5 documents", "skipped  5 documents done before (-v lists them)"]
+    assert main([*argv, "-v"]) == 0
+    listed = [x for x in capsys.readouterr().out.splitlines() if x.startswith("skipped  ")]
+    assert len(listed) == 5 and all("(done before)" in line for line in listed)

@@ -106,10 +106,10 @@ def test_in_flight_documents_show_their_current_step() -> None:
     assert state.in_flight == {}
 
 
-def test_plain_display_lines() -> None:
+def test_plain_display_lines_verbose() -> None:
     clock = Clock()
     out = io.StringIO()
-    display = PlainDisplay(out, clock)
+    display = PlainDisplay(out, clock, verbose=True)
     display.start("Running pl_1 -> out")
     display.event(FolderEvent("a.pdf", "queued"))
     display.set_total(3)
@@ -133,6 +133,32 @@ def test_plain_display_lines() -> None:
         "skipped  b.pdf (done before)  [2/3 · 1 ok · 1 skipped · 1.0 docs/s · ETA 1.0s]",
         "resuming c.pdf (pex_9)",
         "FAILED   c.pdf: ended failed  [3/3 · 1 ok · 1 failed · 1 skipped · 2.0 docs/s]",
+    ]
+
+
+def test_plain_display_prints_outcomes_and_counts_the_skipped() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    display = PlainDisplay(out, clock)
+    display.start("Running pl_1 -> out")
+    display.set_total(4)
+    display.set_total(4)  # a follower told the same total again (temporal run polls it)
+    for name in ("a.pdf", "b.pdf"):
+        display.event(FolderEvent(name, "skipped", execution_id="pex_0"))
+    display.event(FolderEvent("c.pdf", "queued"))
+    display.event(FolderEvent("c.pdf", "resuming", execution_id="pex_9"))
+    display.event(FolderEvent("c.pdf", "progress", execution=execution("running", "pending")))
+    clock.now += 1.0
+    display.event(FolderEvent("c.pdf", "done", execution_id="pex_9", pages=1))
+    display.event(FolderEvent("d.pdf", "queued"))
+    display.event(FolderEvent("d.pdf", "failed", reason="ended failed"))
+    display.stop()
+    assert out.getvalue().splitlines() == [
+        "Running pl_1 -> out",
+        "found 4 documents",
+        "done     c.pdf (1 page)  [3/4 · 1 ok · 2 skipped · 1.0 docs/s · ETA 1.0s]",
+        "FAILED   d.pdf: ended failed  [4/4 · 1 ok · 1 failed · 2 skipped · 2.0 docs/s]",
+        "skipped  2 documents done before (-v lists them)",
     ]
 
 

@@ -331,3 +331,24 @@ async def test_a_failing_source_iterable_is_raised(
             async for _ in results:
                 pass
     assert not client_tasks()
+
+
+async def test_async_for_without_async_with_shows_the_right_form(
+    local: tuple[LocalDatalab, AsyncDatalabClient, str],
+) -> None:
+    server, client, pipeline = local
+    mapping = client.map_pipeline(pipeline, docs(3), poll=FAST)
+    with pytest.raises(TypeError) as raised:
+        async for _ in mapping:  # type: ignore[attr-defined]
+            pass
+    message = str(raised.value)
+    assert "async with client.map_pipeline(pipeline_id, sources) as outcomes:" in message
+    assert "async for outcome in outcomes:" in message and "run_many" in message
+    # Nothing was started by the mistake, and the same object still works the right way.
+    assert server.stats()["executions_created"] == 0 and not client_tasks()
+    async with mapping as outcomes:
+        assert len([o async for o in outcomes if o.ok]) == 3
+    with pytest.raises(RuntimeError, match="only once"):
+        async with mapping:
+            pass
+    assert not client_tasks() and acquired(client) == 0

@@ -1018,7 +1018,7 @@ def test_standalone_server_serves_until_interrupted() -> None:
             "--api-key",
             "key",
             "--pipeline",
-            "convert,extract",
+            "demo",  # convert -> extract with its schema (a bare extract step is refused)
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -298,6 +298,8 @@ async def test_cli_reports_a_failing_document_and_a_restart_attaches(
         assert second.returncode == 1, (text, stderr.decode())
         assert "done: 8" in text and "failed: 1" in text
         assert "broken.pdf" in text and "not a PDF" in text
+        # The total is printed once, not at every progress query (issue 20).
+        assert text.count("found 9 documents") == 1, text
         assert len(results_on_disk(tmp_path / "out")) == 8
         stats = server.stats()
         assert stats["executions_created"] == 9  # attached: nothing submitted twice

@@ -375,7 +375,7 @@ async def test_a_200_mb_upload_streams_through_in_flat_memory(tmp_path: Path) ->
         env = {**os.environ, "DATALAB_API_KEY": server.api_key, "DATALAB_HOST": server.url}
         script = ROOT / "examples" / "web_app.py"
         process = await anyio.open_process(
-            [sys.executable, str(script), "--port", "0", "--pipeline", pipeline_id],
+            [sys.executable, str(script), "--remote", "--port", "0", "--pipeline", pipeline_id],
             env=env,
             stderr=subprocess.STDOUT,
         )

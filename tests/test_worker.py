@@ -4,6 +4,7 @@ SIGTERM mid-run, and a restart that resumes instead of submitting again."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,11 +35,12 @@ async def until(condition: Callable[[], bool], deadline: float = 30.0) -> None:
 def start_worker(
     server: LocalDatalab, log: Path, *args: str, stdin: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """The worker against ``server``, its output appended to ``log``; stdin from a file."""
+    """The worker against ``server`` (``--remote``, with the key and host in its environment),
+    its output appended to ``log``; stdin from a file."""
     env = {**os.environ, "DATALAB_API_KEY": server.api_key, "DATALAB_HOST": server.url}
     with open(log, "ab") as out, open(stdin or os.devnull, "rb") as source:
         return subprocess.Popen(
-            [sys.executable, str(WORKER), *args],
+            [sys.executable, str(WORKER), "--remote", *args],
             env=env,
             stdin=source,
             stdout=out,
@@ -131,6 +133,48 @@ async def test_stdin_jobs_run_then_the_worker_exits_at_end_of_input(
             worker.kill()
     assert log.read_text().count("skipped ") == 2
     assert datalab_local.stats()["executions_created"] == 2
+
+
+async def test_stdin_mode_exits_1_when_a_job_failed(
+    datalab_local: LocalDatalab, tmp_path: Path
+) -> None:
+    pipeline_id = await datalab_local.seed_pipeline(["convert"])
+    jobs = tmp_path / "jobs.txt"
+    lines = [f"{pipeline_id} {DOCS[0]}", f"{pipeline_id} {tmp_path / 'missing.pdf'}"]
+    jobs.write_text("\n".join(lines) + "\n")
+    broken = tmp_path / "broken.pdf"  # not a PDF: its execution fails on the server
+    broken.write_bytes(b"not a pdf at all")
+    jobs.write_text(jobs.read_text() + f"{pipeline_id} {broken}\n")
+    out, log = tmp_path / "out", tmp_path / "worker.log"
+    worker = start_worker(datalab_local, log, "--out", str(out), stdin=jobs)
+    try:
+        assert await exited(worker) == 1, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = log.read_text()
+    assert text.count("done ") == 1 and text.count("failed ") == 2, text
+    assert "worker stopped (2 failed)" in text
+
+
+def test_offline_by_default_even_with_a_key_exported(tmp_path: Path) -> None:
+    """The module docstring's offline command, as written, with DATALAB_API_KEY set."""
+    done = subprocess.run(
+        [sys.executable, str(WORKER), "--out", "results"],
+        input=f"demo {DOCS[0]}\nconvert {DOCS[1]}\n",
+        env={**os.environ, "DATALAB_API_KEY": "not-a-real-key", "DATALAB_HOST": "https://x.invalid"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "worker started on an embedded local server" in done.stdout
+    assert done.stdout.count(" done ") == 2
+    # Relative paths and milliseconds after a dot: "2026-12-01 21:28:36.545 done     demo ..."
+    line = next(x for x in done.stdout.splitlines() if " done     demo " in x)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} done     demo ", line), line
+    assert " -> results/demo/" in line and "(execution pex_" in line and "1 page," in line
 
 
 def test_help_explains_the_worker() -> None:

@@ -30,7 +30,14 @@ import sys
 from .._errors import DatalabError, InvalidInputError
 from .._version import __version__
 from . import pipelines, result, run, serve, temporal, watch
-from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CommandModule, UsageError
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandModule,
+    UsageError,
+    cli_message,
+)
 from .run import DEMO_INVOICE_SCHEMA, EXIT_CODES_HELP
 
 __all__ = ["COMMANDS", "DEMO_INVOICE_SCHEMA", "build_parser", "main"]
@@ -73,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (UsageError, InvalidInputError) as exc:
-        print(f"datalab-async: error: {exc}", file=sys.stderr)
+        # Library messages name keyword arguments; a CLI user gets the flags.
+        message = cli_message(exc, args)
+        print(f"datalab-async: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except DatalabError as exc:
-        print(f"datalab-async: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"datalab-async: {type(exc).__name__}: {cli_message(exc, args)}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         print(f"datalab-async: {exc}", file=sys.stderr)

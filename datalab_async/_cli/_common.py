@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,8 +25,9 @@ __all__ = [
     "Handler",
     "Subparsers",
     "UsageError",
-    "client",
     "GracefulSignals",
+    "cli_message",
+    "client",
     "connection_flags",
     "non_negative_int",
     "positive_float",
@@ -104,6 +106,62 @@ class CommandModule(Protocol):
 
 class UsageError(Exception):
     """A command line that parses but cannot work (exit code 2)."""
+
+
+#: Library argument names (the first word of an ``InvalidInputError``'s message) as the
+#: command line spells them: CLI users read flags, not keyword arguments.
+CLI_NAMES = {
+    "api_key": "--api-key",
+    "base_url": "--base-url",
+    "page_range": "--page-range",
+    "output_format": "--output-format",
+    "version": "--version",
+    "concurrency": "--concurrency",
+    "max_per_second": "--max-per-second",
+    "timeout": "--timeout",
+    "document_timeout": "--timeout",
+    "heartbeat_timeout": "--heartbeat-timeout",
+    "continue_every": "--continue-every",
+    "max_requests_per_second": "--max-requests-per-second",
+    "name": "--name",
+    "description": "--description",
+    "limit": "--limit",
+    "out_dir": "--out",
+    "pipeline_id": "PIPELINE_ID",
+    "execution_id": "EXECUTION_ID",
+    "step_index": "STEP",
+    "sources": "PATH",
+}
+
+# A hint in the library's words ("pass allow_any_file_type=True to ...") that no flag offers.
+_KEYWORD_HINT = re.compile(r"\s*[(,;]?\s*(?:or )?pass \w+=\S*[^)]*\)?$")
+
+
+def cli_message(exc: BaseException, args: argparse.Namespace | None = None) -> str:
+    """``exc``'s message in the command line's words: flags and environment variables, never
+    keyword arguments (the library's own messages speak Python, to Python callers).
+
+    ``args``: the parsed command line, to suggest only flags the command has.
+    """
+    from .._errors import InsecureTransportError
+
+    text = str(exc)
+    field = getattr(exc, "field", None)
+    if field == "api_key" and text.startswith("no API key"):
+        where = "give --api-key KEY or set" if hasattr(args, "api_key") else "set"
+        hint = " (or --local: an embedded local server, no key needed)"
+        return f"no API key: {where} DATALAB_API_KEY{hint if hasattr(args, 'local') else ''}"
+    if isinstance(exc, InsecureTransportError):
+        head = text.split(";", 1)[0]
+        flag = "an https:// --base-url (or DATALAB_HOST)" if hasattr(args, "base_url") else (
+            "an https:// DATALAB_HOST"
+        )
+        return f"{head}; use {flag}"
+    text = _KEYWORD_HINT.sub("", text)
+    name, space, rest = text.partition(" ")  # "page_range 'x' is malformed" names its argument
+    if space and name in CLI_NAMES:
+        text = f"{CLI_NAMES[name]} {rest}"
+    return text
 
 
 def _number(text: str, kind: Callable[[str], Any], what: str) -> Any:

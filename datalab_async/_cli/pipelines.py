@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,19 @@ from ._common import (
     rich_console,
 )
 
-__all__ = ["add_parser", "parse_steps"]
+__all__ = [
+    "SCHEMA_SETTINGS",
+    "STEP_SPEC_HELP",
+    "add_parser",
+    "parse_step",
+    "parse_step_list",
+    "parse_steps",
+]
+
+CREATE_EXAMPLES = """\
+examples (the schema file is in a checkout of datalab_async):
+  datalab-async pipelines create convert extract:examples/invoice_schema.json --name Invoices
+  datalab-async pipelines create convert segment"""
 
 
 def add_parser(commands: Subparsers) -> None:
@@ -36,9 +50,12 @@ def add_parser(commands: Subparsers) -> None:
         "create",
         parents=[conn],
         help="create a pipeline from steps",
-        description="Each STEP is a step type (convert, extract, segment, custom) optionally "
-        "followed by '=' and its settings as JSON or @file.json, e.g. "
-        "extract=@invoice-settings.json.",
+        description=textwrap.fill(
+            f"Create a pipeline from its steps. Each STEP is {STEP_SPEC_HELP} Without --name "
+            "the pipeline is an unnamed draft, which 'pipelines list' shows only with --all."
+        ),
+        epilog=CREATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.set_defaults(handler=_create)
     create.add_argument("steps", nargs="*", metavar="STEP")
@@ -53,6 +70,19 @@ def add_parser(commands: Subparsers) -> None:
     publish.add_argument("--description", help="version description (up to 500 characters)")
 
 
+#: Steps that read a schema from their settings, and the setting it goes in (``TYPE:FILE``).
+SCHEMA_SETTINGS = {"extract": "page_schema", "segment": "segmentation_schema"}
+
+#: How to write steps, for the ``--help`` of every command that takes them.
+STEP_SPEC_HELP = (
+    "TYPE (convert, segment, ...), TYPE:SCHEMA.json (extract: a JSON Schema file, its "
+    "page_schema; segment: its segmentation_schema) or TYPE=SETTINGS (a JSON object, or "
+    "@file.json). extract needs a schema."
+)
+
+_STEP_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
 def _read_json_argument(text: str, what: str) -> Any:
     try:
         if text.startswith("@"):
@@ -64,24 +94,54 @@ def _read_json_argument(text: str, what: str) -> Any:
         raise UsageError(f"{what}: invalid JSON: {exc}") from None
 
 
+def parse_step(spec: str) -> dict[str, Any]:
+    """One step object from ``TYPE``, ``TYPE:SCHEMA.json`` or ``TYPE=SETTINGS`` (UsageError if
+    bad). A bare ``extract`` is refused: every run of it would fail for want of a schema."""
+    match = _STEP_TYPE.match(spec.strip())
+    kind = match.group() if match else ""
+    rest = spec.strip()[len(kind) :]
+    if not kind or (rest and rest[0] not in "=:"):
+        raise UsageError(f"step {spec!r}: expected {STEP_SPEC_HELP}")
+    settings: Any = {}
+    if rest.startswith("="):
+        settings = _read_json_argument(rest[1:], f"step {kind}")
+        if not isinstance(settings, dict):
+            raise UsageError(f"the settings of step {kind} must be a JSON object")
+    elif rest.startswith(":"):
+        if kind not in SCHEMA_SETTINGS:
+            raise UsageError(
+                f"step {spec!r}: only {' and '.join(SCHEMA_SETTINGS)} take a schema file "
+                f"(TYPE:SCHEMA.json); give {kind}'s settings as {kind}=SETTINGS"
+            )
+        schema = _read_json_argument("@" + rest[1:], f"step {kind}'s schema")
+        settings = {SCHEMA_SETTINGS[kind]: schema}
+    elif kind == "extract":
+        raise UsageError(
+            "step extract needs a schema (the fields to extract): extract:SCHEMA.json, a JSON "
+            "Schema file such as examples/invoice_schema.json, or extract=@SETTINGS.json with "
+            "a page_schema"
+        )
+    return {"type": kind, "settings": settings}
+
+
+def parse_step_list(text: str) -> list[dict[str, Any]]:
+    """Steps from one comma-separated argument: ``convert,extract:schema.json``."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise UsageError(f"no steps in {text!r}: expected e.g. convert,extract:schema.json")
+    return [parse_step(part) for part in parts]
+
+
 def parse_steps(specs: Sequence[str], from_file: str | None) -> list[dict[str, Any]]:
-    """Step objects from ``TYPE[=SETTINGS]`` arguments and/or a JSON file (UsageError if bad)."""
+    """Step objects from step arguments (:func:`parse_step`) and/or a JSON file (UsageError
+    if bad)."""
     steps: list[dict[str, Any]] = []
     if from_file is not None:
         loaded = _read_json_argument("@" + from_file, "--from-file")
         if not isinstance(loaded, list) or not all(isinstance(s, dict) for s in loaded):
             raise UsageError("--from-file must hold a JSON list of step objects")
         steps.extend(loaded)
-    for spec in specs:
-        kind, sep, settings_text = spec.partition("=")
-        if not kind.strip():
-            raise UsageError(f"step {spec!r} has no type")
-        settings: Any = {}
-        if sep:
-            settings = _read_json_argument(settings_text, f"step {kind}")
-            if not isinstance(settings, dict):
-                raise UsageError(f"the settings of step {kind} must be a JSON object")
-        steps.append({"type": kind.strip(), "settings": settings})
+    steps.extend(parse_step(spec) for spec in specs)
     if not steps:
         raise UsageError("give at least one STEP (or --from-file)")
     return steps
@@ -98,6 +158,10 @@ async def _create(args: argparse.Namespace) -> int:
             version = await api.create_pipeline_version(pipeline.pipeline_id)
             line += f" (published version {version.version})"
     print(line)
+    if not args.name:
+        print(
+            "(unnamed: 'pipelines list' shows it with --all; --name NAME saves it under a name)"
+        )
     return EXIT_OK
 
 
@@ -109,10 +173,21 @@ async def _publish(args: argparse.Namespace) -> int:
 
 
 async def _list(args: argparse.Namespace) -> int:
+    hidden = 0
     async with client(args) as api:
         listing = await api.list_pipelines(
             saved_only=not args.all, include_archived=args.archived, limit=args.limit
         )
+        if not args.all:  # say how many unnamed drafts the listing leaves out
+            every = await api.list_pipelines(
+                saved_only=False, include_archived=args.archived, limit=1
+            )
+            hidden = max(0, every.total - listing.total)
+    hint = (
+        f"{hidden} unnamed draft pipeline{'s' if hidden != 1 else ''} hidden: --all lists them"
+        if hidden
+        else ""
+    )
     if args.json:
         rows = [
             {
@@ -124,7 +199,8 @@ async def _list(args: argparse.Namespace) -> int:
             }
             for p in listing.pipelines
         ]
-        print(json.dumps({"pipelines": rows, "total": listing.total}, indent=2))
+        document = {"pipelines": rows, "total": listing.total, "unnamed_hidden": hidden}
+        print(json.dumps(document, indent=2))
         return EXIT_OK
     headers = ("pipeline", "name", "steps", "version", "archived")
     data = [
@@ -141,7 +217,7 @@ async def _list(args: argparse.Namespace) -> int:
     if console is None:
         for row in data:
             print("\t".join(row))
-        print(f"{listing.total} pipelines")
+        print(f"{listing.total} pipelines" + (f" ({hint})" if hint else ""))
         return EXIT_OK
     from rich.table import Table
 
@@ -149,4 +225,6 @@ async def _list(args: argparse.Namespace) -> int:
     for row in data:
         table.add_row(*row)
     console.print(table)
+    if hint:
+        console.print(hint, style="dim", markup=False)
     return EXIT_OK

@@ -194,16 +194,28 @@ class NullDisplay:
 
 
 class PlainDisplay:
-    """One line per change, for logs and pipes::
+    """For logs and pipes: one line per document outcome, the run's status on each::
 
     found 300 documents
-    step     a.pdf: step 1/2 convert running
     done     a.pdf (3 pages)  [12/300 · 11 ok · 1 failed · 2.1 docs/s · ETA 2m10s]
+    FAILED   b.pdf: execution pex_1 ended failed: ...  [13/300 · ...]
+    skipped  40 documents done before (-v lists them)
+
+    Documents skipped as done before are counted in one line at the end, not listed.
+    ``verbose`` (``-v``) adds a line per step change, per resumed execution and per skipped
+    document.
     """
 
-    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        verbose: bool = False,
+    ) -> None:
         self.stream = stream
         self.state = RunProgress(clock)
+        self.verbose = verbose
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -214,34 +226,42 @@ class PlainDisplay:
         self._print(title)
 
     def set_total(self, total: int) -> None:
-        """Print the total once counted."""
+        """Print the total once counted (again only if it changes)."""
+        if total == self.state.total:
+            return
         self.state.total = total
         self._print(f"found {total} document{'s' if total != 1 else ''}")
 
     def event(self, event: FolderEvent) -> None:
-        """Print a line when a document starts, changes step or finishes."""
+        """Print a line when a document finishes (with ``verbose``, also on each step)."""
         if not self.state.apply(event):
             return
         relative = event.relative
         if event.kind == "progress":
-            if event.execution is not None and not event.execution.is_terminal:
+            if self.verbose and event.execution is not None and not event.execution.is_terminal:
                 # (a terminal state is followed by the done/failed line: no line for it)
                 self._print(f"step     {relative}: {self.state.in_flight[relative].label}")
         elif event.kind == "resuming":
-            self._print(f"resuming {relative} ({event.execution_id})")
+            if self.verbose:
+                self._print(f"resuming {relative} ({event.execution_id})")
+        elif event.kind == "skipped":
+            if self.verbose:
+                self._print(f"skipped  {relative} (done before)  [{self.state.status_line()}]")
         elif event.kind in _FINISHED:
             if event.kind == "done":
                 line = f"done     {relative}"
                 if event.pages:
                     line += f" ({event.pages} page{'s' if event.pages != 1 else ''})"
-            elif event.kind == "failed":
-                line = f"FAILED   {relative}: {event.reason}"
             else:
-                line = f"skipped  {relative} (done before)"
+                line = f"FAILED   {relative}: {event.reason}"
             self._print(f"{line}  [{self.state.status_line()}]")
 
     def stop(self) -> None:
-        """Nothing left to draw."""
+        """Count the documents skipped as done before, in one line (listed with ``verbose``)."""
+        skipped = self.state.counts["skipped"]
+        if skipped and not self.verbose:
+            plural = "document" if skipped == 1 else "documents"
+            self._print(f"skipped  {skipped} {plural} done before (-v lists them)")
 
 
 class RichDisplay:
@@ -326,16 +346,16 @@ class RichDisplay:
                 self.console.line()
 
 
-def make_display(mode: str, stream: TextIO) -> Display:
+def make_display(mode: str, stream: TextIO, *, verbose: bool = False) -> Display:
     """The display for ``--progress MODE`` on ``stream``: ``auto`` is rich on a terminal (when
-    rich is installed), plain lines otherwise."""
+    rich is installed), plain lines otherwise (``verbose``: with each step change)."""
     if mode == "off":
         return NullDisplay()
     if mode in ("auto", "rich"):
         try:
             from rich.console import Console
         except ImportError:
-            return PlainDisplay(stream)
+            return PlainDisplay(stream, verbose=verbose)
         if mode == "rich" or stream.isatty():
             return RichDisplay(Console(file=stream, highlight=False))
-    return PlainDisplay(stream)
+    return PlainDisplay(stream, verbose=verbose)

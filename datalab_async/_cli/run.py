@@ -31,6 +31,7 @@ from ._common import (
     positive_int,
 )
 from .progress import PROGRESS_MODES, Display, RichDisplay, make_display
+from .serve import local_pipeline
 from .summary import RunRecord, print_summary, summary_json
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ def add_parser(commands: Subparsers) -> None:
     run.add_argument(
         "pipeline_id",
         metavar="PIPELINE_ID",
-        help="pl_... ID; with --local also 'demo' (convert -> extract invoices) or step "
-        "types such as 'convert,segment'",
+        help="pl_... ID; with --local also 'demo' (convert -> extract invoices) or steps "
+        "such as 'convert,segment' or 'convert,extract:examples/invoice_schema.json'",
     )
     run.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to process")
     run.add_argument("--out", default="datalab-out", metavar="DIR", help="output folder")
@@ -135,6 +136,12 @@ def _add_output_flags(run: argparse.ArgumentParser) -> None:
         default="auto",
         help="progress display: rich on a terminal, plain lines otherwise (default: auto); "
         "--plain is --progress plain",
+    )
+    output.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="plain progress: also a line per step change, resumed and skipped document",
     )
 
 
@@ -232,35 +239,16 @@ async def _local_target(
     from ..local import LocalDatalab
 
     spec = args.pipeline_id
+    if spec.startswith("pl_"):
+        raise UsageError(
+            f"the local server is new and empty: it has no pipeline {spec!r}; use 'demo' or "
+            "steps such as 'convert,extract:examples/invoice_schema.json'"
+        )
+    name, steps = local_pipeline(spec)
     async with LocalDatalab(step_latency=max(0.0, args.step_latency)) as server:
-        if spec == "demo":
-            steps: list[Any] = [
-                {"type": "convert", "settings": {}},
-                {"type": "extract", "settings": {"page_schema": DEMO_INVOICE_SCHEMA}},
-            ]
-            pipeline_id = server.create_pipeline_sync(steps, name="Invoice demo")
-        elif spec.startswith("pl_"):
-            raise UsageError(
-                f"the local server is new and empty: it has no pipeline {spec!r}; use 'demo' or "
-                "step types such as 'convert,extract'"
-            )
-        else:
-            pipeline_id = server.create_pipeline_sync(_local_steps(spec))
+        pipeline_id = server.create_pipeline_sync(steps, name=name)
         async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as api:
             yield api, pipeline_id
-
-
-def _local_steps(spec: str) -> list[str]:
-    from ..local._processors import STEP_TYPES
-
-    names = [part.strip() for part in spec.split(",") if part.strip()]
-    unknown = [name for name in names if name not in STEP_TYPES]
-    if not names or unknown:
-        raise UsageError(
-            f"cannot build a local pipeline from {spec!r}: use 'demo' or step types "
-            f"among {', '.join(STEP_TYPES)} (comma-separated)"
-        )
-    return names
 
 
 @contextlib.asynccontextmanager
@@ -284,7 +272,7 @@ def resume_hint(summary: FolderSummary, reason: str | None) -> str:
 
 def _display(args: argparse.Namespace) -> Display:
     mode = "plain" if args.plain and args.progress == "auto" else args.progress
-    return make_display(mode, sys.stderr if args.json else sys.stdout)
+    return make_display(mode, sys.stderr if args.json else sys.stdout, verbose=args.verbose)
 
 
 async def _run(args: argparse.Namespace) -> int:

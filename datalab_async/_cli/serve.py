@@ -25,9 +25,23 @@ from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Subparsers, UsageEr
 if TYPE_CHECKING:
     from ..local import Knobs
 
-__all__ = ["DESCRIPTION", "add_arguments", "add_parser", "build_parser", "serve_main"]
+__all__ = [
+    "DESCRIPTION",
+    "EXAMPLES",
+    "add_arguments",
+    "add_parser",
+    "build_parser",
+    "local_pipeline",
+    "serve_main",
+]
 
 DESCRIPTION = "Serve the Datalab API locally (in-memory, for tests and demos)."
+
+EXAMPLES = """\
+examples (the schema file is in a checkout of datalab_async):
+  datalab-async serve --pipeline demo --api-key dev
+  datalab-async serve --pipeline convert,extract:examples/invoice_schema.json --port 8001
+then: DATALAB_API_KEY=dev DATALAB_HOST=http://127.0.0.1:8000 datalab-async run pl_... FILES"""
 
 
 def _add_knob(parser: argparse._ActionsContainer, field: attrs.Attribute[Any]) -> None:
@@ -70,8 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="STEPS",
-        help="create a published pipeline from comma-separated step types, e.g. "
-        "convert,extract (repeatable); its ID is printed at start",
+        help="create a published pipeline (repeatable; its ID is printed at start): 'demo' "
+        "(convert -> extract invoice fields) or comma-separated steps, each TYPE, "
+        "TYPE:SCHEMA.json or TYPE=SETTINGS, e.g. convert,extract:examples/invoice_schema.json "
+        "(extract needs a schema)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     knobs = parser.add_argument_group("realism knobs")
@@ -82,7 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parser(commands: Subparsers) -> None:
     """Add ``serve`` to ``commands``."""
     serve = commands.add_parser(
-        "serve", help="serve the Datalab API locally", description=DESCRIPTION
+        "serve",
+        help="serve the Datalab API locally",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(serve)
     serve.set_defaults(handler=_serve)
@@ -90,9 +110,35 @@ def add_parser(commands: Subparsers) -> None:
 
 def build_parser(prog: str = "python -m datalab_async.local") -> argparse.ArgumentParser:
     """A stand-alone parser for ``serve`` (``python -m datalab_async.local``)."""
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return parser
+
+
+def local_pipeline(spec: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """A local pipeline's name and steps from ``demo`` or a comma-separated step list
+    (``convert,extract:schema.json``); UsageError for an unknown step type or a bad spec."""
+    from ..local._processors import STEP_TYPES
+    from .pipelines import parse_step_list
+    from .run import DEMO_INVOICE_SCHEMA
+
+    if spec.strip() == "demo":
+        extract = {"type": "extract", "settings": {"page_schema": DEMO_INVOICE_SCHEMA}}
+        return "Invoice demo", [{"type": "convert", "settings": {}}, extract]
+    steps = parse_step_list(spec)
+    unknown = [step["type"] for step in steps if step["type"] not in STEP_TYPES]
+    if unknown:
+        raise UsageError(
+            f"cannot build a local pipeline from {spec!r}: unknown step type "
+            f"{', '.join(map(repr, unknown))}; use 'demo' or step types among "
+            f"{', '.join(STEP_TYPES)}"
+        )
+    return None, steps
 
 
 def _knobs(args: argparse.Namespace) -> Knobs:
@@ -113,6 +159,7 @@ async def _serve_until_stopped(args: argparse.Namespace, knobs: Knobs) -> int:
     """Start the server, print its pipelines, URL and key, serve until SIGINT/SIGTERM."""
     from ..local import LocalDatalab
 
+    pipelines = [local_pipeline(spec) for spec in args.pipeline]  # checked before starting
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -131,16 +178,17 @@ async def _serve_until_stopped(args: argparse.Namespace, knobs: Knobs) -> int:
         await server.close()
         return EXIT_FAILED
     try:
-        for spec in args.pipeline:
-            steps = [part.strip() for part in spec.split(",") if part.strip()]
-            print(f"pipeline {server.create_pipeline_sync(steps)}: {' -> '.join(steps)}")
-        print(f"Local Datalab API on {server.url}")
-        print(f"X-API-Key: {server.api_key}", flush=True)
+        # Handlers first: a signal sent as soon as the key is printed stops the server cleanly.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
+        for name, steps in pipelines:
+            pipeline_id = server.create_pipeline_sync(steps, name=name)
+            print(f"pipeline {pipeline_id}: {' -> '.join(step['type'] for step in steps)}")
+        print(f"Local Datalab API on {server.url}")
+        print(f"X-API-Key: {server.api_key}", flush=True)
         await stop.wait()
     finally:
         await server.close()
@@ -157,6 +205,8 @@ def serve_main(argv: list[str] | None = None, *, prog: str | None = None) -> int
     args = parser.parse_args(argv)
     try:
         knobs = _knobs(args)
+        for spec in args.pipeline:
+            local_pipeline(spec)
     except UsageError as exc:
         parser.error(str(exc))
     try:

@@ -125,6 +125,9 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     run.add_argument("--detach", action="store_true", help="start and exit without following")
     run.add_argument("--plain", action="store_true", help="plain line output")
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="plain output: also skipped documents"
+    )
 
     status = actions.add_parser("status", parents=[cluster], help="show a bulk run's progress")
     status.add_argument("workflow_id", metavar="WORKFLOW_ID")
@@ -145,8 +148,12 @@ async def handle(args: argparse.Namespace) -> int:
 
     try:
         require_temporalio()
-    except ImportError as exc:
-        print(f"datalab-async: error: {exc}", file=sys.stderr)
+    except ImportError:
+        print(
+            "datalab-async: error: the temporal commands need the 'temporal' extra: "
+            "pip install 'datalab-async[temporal]' (from a checkout: pip install -e '.[temporal]')",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         return await handlers[args.temporal_action](args)
@@ -258,7 +265,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.detach:
         return EXIT_OK
     mode = "plain" if args.plain else "auto"
-    display = make_display(mode, sys.stdout)
+    display = make_display(mode, sys.stdout, verbose=args.verbose)
     display.start(f"Running {args.pipeline_id} on Temporal ({workflow_id}) -> {out_dir}")
     done_names: list[str] = []
 
@@ -286,6 +293,7 @@ async def _follow(
 
     result = asyncio.ensure_future(handle.result())
     since = 0
+    total: int | None = None
     answered = hinted = False
     try:
         while True:
@@ -306,8 +314,9 @@ async def _follow(
                         flush=True,
                     )
             if progress is not None:
-                if on_total is not None and progress.total is not None:
-                    on_total(progress.total)
+                if on_total is not None and progress.total not in (None, total):
+                    total = progress.total  # once listed (every query repeats it)
+                    on_total(total)
                 for event in progress.events:
                     if event.seq > since:
                         show(event)

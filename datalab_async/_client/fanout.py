@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeAlias
+from types import TracebackType
+from typing import Any, NoReturn, TypeAlias
 
 import anyio
 import attrs
@@ -194,6 +195,49 @@ class _Outcomes:
             raise StopAsyncIteration from None
 
 
+class _MapPipeline(AbstractAsyncContextManager[AsyncIterator[DocumentOutcome]]):
+    """What ``map_pipeline`` returns: an async context manager whose body iterates outcomes.
+
+    Iterating it directly (``async for o in client.map_pipeline(...)``) raises a TypeError
+    showing the ``async with`` form: Python does not close an ``async for``'s iterator when the
+    loop is left by ``break`` or an exception, so documents still in flight would go on running
+    in tasks nobody awaits. The block's end is what cancels them.
+    """
+
+    _RIGHT_FORM = (
+        "map_pipeline() is an async context manager, so that leaving the loop early cancels "
+        "the documents in flight; write:\n"
+        "    async with client.map_pipeline(pipeline_id, sources) as outcomes:\n"
+        "        async for outcome in outcomes:\n"
+        "            ...\n"
+        "or, for a list of every outcome: outcomes = await client.run_many(pipeline_id, sources)"
+    )
+
+    def __init__(
+        self, open_: Callable[[], AbstractAsyncContextManager[AsyncIterator[DocumentOutcome]]]
+    ) -> None:
+        self._open = open_
+        self._entered: AbstractAsyncContextManager[AsyncIterator[DocumentOutcome]] | None = None
+
+    async def __aenter__(self) -> AsyncIterator[DocumentOutcome]:
+        if self._entered is not None:
+            raise RuntimeError("a map_pipeline() context can be entered only once")
+        self._entered = self._open()  # nothing starts before the block is entered
+        return await self._entered.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._entered is not None
+        return await self._entered.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> NoReturn:
+        raise TypeError(self._RIGHT_FORM)
+
+
 def _check_sources(sources: object) -> Iterable[Any] | AsyncIterable[Any]:
     single = isinstance(sources, str | bytes | os.PathLike | DocumentSource) or (
         isinstance(sources, tuple)
@@ -268,7 +312,8 @@ class FanoutMixin(WatchMixin):
         One document's failure is its outcome and never stops the others, unless
         ``fail_fast=True``: then the first failure cancels the rest and is raised from the
         ``async with`` (``DocumentFailedError`` for an execution that ended failed). Leaving the
-        block early cancels the documents in flight.
+        block early cancels the documents in flight. Use it with ``async with`` only: a bare
+        ``async for`` over the call raises a TypeError showing this form.
         """
         validate_id(pipeline_id, "pipeline_id")
         check_concurrency(concurrency)
@@ -279,19 +324,15 @@ class FanoutMixin(WatchMixin):
             raise InvalidInputError("timeout must be > 0 seconds or None", field="timeout")
         proto.validate_run_options(pipeline_id, run_options)
         checked = _check_sources(sources)
-        return self._map(
-            checked,
-            concurrency,
-            pace,
-            _Run(
-                pipeline_id=pipeline_id,
-                fetch_results=fetch_results,
-                fail_fast=fail_fast,
-                timeout=timeout,
-                poll=poll,
-                run_options=run_options,
-            ),
+        run = _Run(
+            pipeline_id=pipeline_id,
+            fetch_results=fetch_results,
+            fail_fast=fail_fast,
+            timeout=timeout,
+            poll=poll,
+            run_options=run_options,
         )
+        return _MapPipeline(lambda: self._map(checked, concurrency, pace, run))
 
     @asynccontextmanager
     async def _map(
