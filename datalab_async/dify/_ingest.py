@@ -696,13 +696,12 @@ class _Job:
         units = [p for p in planned if isinstance(p, _Unit)]
         uploads = [p for p in planned if isinstance(p, _Item)]
         send, receive = anyio.create_memory_object_stream[_Item](self.batch_size)
-        with self.scope:
+        with send, receive, self.scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._uploads, uploads, send)
                 await run_bounded(
                     self._units(units, receive), self._unit, concurrency=self.max_batches
                 )
-        receive.close()
 
     async def _uploads(self, items: list[_Item], send: Any) -> None:
         async with send:
