@@ -444,3 +444,36 @@ def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "BATCH_UPLOAD_LIMIT" in capsys.readouterr().err
     assert main(["dify", "ingest", "kb", str(tmp_path / "missing"), "--local"]) == 2
     assert main(["dify", "ingest", "kb", str(folder), "--api-key", ""]) == 2
+
+
+async def test_paused_documents_are_watched_again_not_run_again(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "kb", count=2)
+    async with LocalDify(indexing_step_delay=0.01) as server:
+        dataset = server.create_dataset()
+        server.pause_indexing(times=1, at="cleaning")
+        async with dify(server) as client:
+            first = await client.ingest_folder(dataset, folder)
+            (paused,) = first.by_status("paused")
+            assert not first.ok and first.counts["completed"] == 2
+            runs, uploads = server.stats.runs, server.stats.uploads
+            second = await client.ingest_folder(dataset, folder)
+        (again,) = second.by_status("paused")
+        assert again.document_id == paused.document_id and again.resumed
+        assert (server.stats.runs, server.stats.uploads) == (runs, uploads)
+
+
+async def test_bad_arguments_fail_before_any_request(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "kb", count=1)
+    async with LocalDify() as server:
+        dataset = server.create_dataset()
+        async with dify(server) as client:
+            with pytest.raises(InvalidInputError, match="not a folder"):
+                await client.ingest_folder(dataset, folder / "doc00.md")
+            with pytest.raises(InvalidInputError, match="no such file"):
+                await client.ingest_paths(dataset, [tmp_path / "nope"])
+            for bad in ({"batch_size": 0}, {"concurrency": 0}, {"max_batches": 0}):
+                with pytest.raises(InvalidInputError):
+                    await client.ingest_folder(dataset, folder, **bad)
+            with pytest.raises(InvalidInputError):
+                await client.ingest_folder("../x", folder)
+        assert server.stats.requests == 0

@@ -15,6 +15,9 @@ again: the dataset's documents are listed and those the lost run created are ado
 id in their source info, else by name and creation time); when none is found the batch is run
 again, and when a name matches several documents the file is reported ``ambiguous`` and left
 alone. A document that ended in ``error`` is run again on a re-run (from its uploaded file).
+An upload whose answer was lost is uploaded again: Dify lists no uploads, and an orphan upload
+never becomes a document. A file changed since it was indexed (size, mtime, then SHA-256) is
+uploaded and indexed again as a new document; the older one stays in the dataset.
 
 Broken setup stops the job: a rejected key (401), a refusal (403 other than Dify's knowledge
 rate limit, which the request policy retries as a rate limit), a quota error
