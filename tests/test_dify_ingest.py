@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -477,3 +478,38 @@ async def test_bad_arguments_fail_before_any_request(tmp_path: Path) -> None:
             with pytest.raises(InvalidInputError):
                 await client.ingest_folder("../x", folder)
         assert server.stats.requests == 0
+
+
+def test_cli_ctrl_c_exits_130_with_the_manifest_intact(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    folder = make_folder(tmp_path / "kb", count=12)
+    manifest = tmp_path / "state" / MANIFEST_NAME
+    command = [
+        sys.executable, "-m", "datalab_async", "dify", "ingest", "kb", str(folder), "--local",
+        "--plain", "--batch-size", "2", "--indexing-step-delay", "2",
+        "--manifest-dir", str(manifest.parent),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if manifest.exists() and '"event":"run"' in manifest.read_text():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no run was recorded")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert b"interrupted" in err
+    text = manifest.read_text()
+    assert text.endswith("\n")
+    events = Counter(json.loads(line)["event"] for line in text.splitlines())
+    assert events["run"] >= 1 and events["indexed"] == 0
