@@ -148,6 +148,7 @@ async def test_folder_of_mixed_types_into_a_dataset(tmp_path: Path) -> None:
         async with dify(server, max_upload_bytes=4000) as client:
             again = await client.ingest_folder(dataset, folder)
         assert again.counts["skipped"] == 7 and again.ok
+        assert [f.segments for f in again.files] == [f.segments for f in summary.files]
         assert server.stats.requests == before
 
 

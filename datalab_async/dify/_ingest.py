@@ -370,6 +370,7 @@ class _FileState:
     batch: str | None = None
     document_id: str | None = None
     error: str | None = None
+    segments: int | None = None
 
     def same_file(self, size: int, mtime_ns: int) -> bool:
         return self.size == size and self.mtime_ns == mtime_ns
@@ -411,6 +412,8 @@ def _apply(states: dict[str, _FileState], record: Mapping[str, Any]) -> None:
         state.status = _text(record, "status") or "error"
         state.document_id = _text(record, "document_id") or state.document_id
         state.error = _text(record, "error")
+        segments = record.get("segments")
+        state.segments = segments if isinstance(segments, int) else None
     elif event == "ambiguous":
         state.status, state.error = "ambiguous", _text(record, "reason")
     elif event == "failed":
@@ -651,7 +654,7 @@ class _Job:
                 has_file = item.file_id is not None and item.name is not None
                 item.resumed = has_file
                 if state.status == "completed":
-                    self.finish(item, "skipped")
+                    self.finish(item, "skipped", segments=state.segments)
                     continue
                 if state.status in ("running", "paused") and state.document_id:
                     if state.batch:
