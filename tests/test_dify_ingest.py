@@ -514,3 +514,29 @@ def test_cli_ctrl_c_exits_130_with_the_manifest_intact(tmp_path: Path) -> None:
     assert text.endswith("\n")
     events = Counter(json.loads(line)["event"] for line in text.splitlines())
     assert events["run"] >= 1 and events["indexed"] == 0
+
+
+async def test_an_unknown_dataset_or_a_refusal_stops_the_job(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "kb", count=1)
+    async with LocalDify(indexing_step_delay=0.01) as server:
+        dataset = server.create_dataset()
+        async with dify(server) as client:
+            missing = await client.ingest_folder("no-such-dataset", folder)
+            assert missing.stopped and missing.stopped.startswith("the dataset was not found")
+            server.fail_next(403, message="You do not have access.", path_contains="file-upload")
+            refused = await client.ingest_folder(dataset, folder, concurrency=1)
+        assert refused.stopped and refused.stopped.startswith("permission denied")
+        assert "You do not have access." in refused.stopped
+        assert server.stats.runs == 0
+
+
+def test_documents_request_shape() -> None:
+    from datalab_async.dify._protocol import documents_request
+
+    request = documents_request("ds-1", page=3, limit=50, keyword="hand book")
+    assert (request.method, request.path) == ("GET", "/datasets/ds-1/documents")
+    assert dict(request.params) == {"page": "3", "limit": "50", "keyword": "hand book"}
+    assert "keyword" not in dict(documents_request("ds-1").params)
+    for bad in ({"page": 0}, {"limit": 0}, {"limit": 101}, {"page": True}):
+        with pytest.raises(InvalidInputError):
+            documents_request("ds-1", **bad)  # type: ignore[arg-type]
