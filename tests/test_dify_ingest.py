@@ -539,4 +539,4 @@ def test_documents_request_shape() -> None:
     assert "keyword" not in dict(documents_request("ds-1").params)
     for bad in ({"page": 0}, {"limit": 0}, {"limit": 101}, {"page": True}):
         with pytest.raises(InvalidInputError):
-            documents_request("ds-1", **bad)  # type: ignore[arg-type]
+            documents_request("ds-1", **bad)

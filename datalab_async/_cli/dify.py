@@ -278,7 +278,8 @@ async def _ingest(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
     else:
         console = display.console if isinstance(display, RichDisplay) else rich_console(args)
-        _print_summary(summary, sys.stdout, console)
+        temporary = args.local and args.manifest_dir is None
+        _print_summary(summary, sys.stdout, console, temporary_manifest=temporary)
     return code
 
 
@@ -321,22 +322,27 @@ def summary_document(summary: IngestSummary, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _rows(summary: IngestSummary) -> list[tuple[str, str]]:
+def _rows(summary: IngestSummary, temporary_manifest: bool) -> list[tuple[str, str]]:
     counts: Mapping[str, int] = summary.counts
     rows = [(status.replace("_", " "), str(n)) for status, n in counts.items() if n]
     if summary.ignored:
         rows.append(("ignored (type, size)", str(len(summary.ignored))))
     rate = f"{_per_minute(summary):.0f} files/min"
     rows.append(("time", f"{format_duration(summary.elapsed)} ({rate})"))
-    rows.append(("manifest", str(summary.manifest_path)))
+    if temporary_manifest:
+        rows.append(("manifest", "(temporary: --local starts an empty server each time)"))
+    else:
+        rows.append(("manifest", str(summary.manifest_path)))
     return rows
 
 
-def _print_summary(summary: IngestSummary, stream: TextIO, console: Any) -> None:
+def _print_summary(
+    summary: IngestSummary, stream: TextIO, console: Any, *, temporary_manifest: bool = False
+) -> None:
     problems = [f for f in summary.files if not f.ok and f.status != "not_started"]
     if console is None:
         print("", file=stream)
-        for name, value in _rows(summary):
+        for name, value in _rows(summary, temporary_manifest):
             print(f"{name:>22}: {value}", file=stream)
         for f in problems:
             print(f"  {f.status}: {f.relative}: {f.error}", file=stream)
@@ -347,7 +353,7 @@ def _print_summary(summary: IngestSummary, stream: TextIO, console: Any) -> None
     table = Table(title="Summary", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
-    for name, value in _rows(summary):
+    for name, value in _rows(summary, temporary_manifest):
         table.add_row(name, value)
     console.print(table)
     if problems:
