@@ -9,6 +9,7 @@ fetch results, manage pipelines, serve the local API.
     datalab-async pipelines list | create STEP... | publish PIPELINE_ID
     datalab-async serve [--port N ...]
     datalab-async temporal worker | run PIPELINE_ID PATH... --out DIR | status ID | stop ID
+    datalab-async dify ingest DATASET_ID PATH... [--batch-size N] [--local] [--json]
 
 One module per command. Each has ``add_parser(commands)``, which adds its sub-parser and sets
 its handler (``parser.set_defaults(handler=...)``, an ``async (args) -> exit code``); a new
@@ -16,7 +17,8 @@ command is one module listed in :data:`COMMANDS`. Shared pieces: ``_common`` (ar
 connection flags, the client), ``progress`` (live displays fed by ``FolderEvent`` s) and
 ``summary`` (a ``FolderSummary`` as tables, lines or JSON).
 
-Exit codes: 0 success, 1 a document or a request failed, 2 bad usage, 130 interrupted.
+Exit codes: 0 success, 1 a document or a request failed, 2 bad usage, 3 broken setup (``dify
+ingest``: key refused, quota, no dataset), 130 interrupted.
 ``rich`` (the ``cli`` extra) gives a live progress display; without it output is plain lines.
 """
 
@@ -29,7 +31,7 @@ import sys
 
 from .._errors import DatalabError, InvalidInputError
 from .._version import __version__
-from . import pipelines, result, run, serve, temporal, watch
+from . import dify, pipelines, result, run, serve, temporal, watch
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -43,7 +45,7 @@ from .run import DEMO_INVOICE_SCHEMA, EXIT_CODES_HELP
 __all__ = ["COMMANDS", "DEMO_INVOICE_SCHEMA", "build_parser", "main"]
 
 #: The command modules, in ``--help`` order. Register a new command by adding its module here.
-COMMANDS: tuple[CommandModule, ...] = (run, watch, result, pipelines, serve, temporal)
+COMMANDS: tuple[CommandModule, ...] = (run, watch, result, pipelines, serve, temporal, dify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ __all__ = [
     "INDEXING_STATUSES",
     "RESPONSE_MODES",
     "TERMINAL_INDEXING_STATUSES",
+    "DatasetDocument",
     "DatasourcePlugin",
     "IndexingStatus",
     "IndexingStatusChanged",
@@ -159,6 +160,43 @@ class PublishedRun(Model):
     batch: str
     documents: tuple[PipelineDocument, ...] = ()
     dataset: PipelineDataset | None = None
+
+
+@attrs.frozen
+class DatasetDocument(Model):
+    """A document of a knowledge base, from ``iter_documents`` (Dify's documents listing).
+
+    ``data_source_info`` of an uploaded file names the upload's file id (``related_id`` /
+    ``upload_file_id`` / ``reference``, depending on the Dify version): see ``file_id``.
+    """
+
+    id: str
+    name: str | None = None
+    position: int | None = None
+    data_source_type: str | None = None
+    data_source_info: dict[str, Any] | None = None
+    indexing_status: str | None = None
+    display_status: str | None = None
+    error: str | None = None
+    enabled: bool | None = None
+    archived: bool | None = None
+    word_count: int | None = None
+    tokens: int | None = None
+    created_from: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def file_id(self) -> str | None:
+        """The uploaded file this document was made from, when its source info says."""
+        info = self.data_source_info or {}
+        for key in ("related_id", "upload_file_id", "reference"):
+            value = info.get(key)
+            if isinstance(value, str) and value:
+                return value
+        nested = info.get("upload_file")  # the classic upload documents' detailed form
+        if isinstance(nested, dict) and isinstance(nested.get("id"), str):
+            return str(nested["id"])
+        return None
 
 
 @attrs.frozen

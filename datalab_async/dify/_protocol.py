@@ -34,11 +34,13 @@ from ._models import DATASOURCE_TYPES, RESPONSE_MODES, PipelineRunResult, Publis
 
 __all__ = [
     "DEFAULT_DIFY_BASE_URL",
+    "MAX_DOCUMENTS_PAGE",
     "QUOTA_CODES",
     "auth_headers",
     "classify_dify_error",
     "datasource_node_run_request",
     "datasource_plugins_request",
+    "documents_request",
     "indexing_status_request",
     "is_event_stream",
     "parse_run_response",
@@ -246,6 +248,37 @@ def indexing_status_request(dataset_id: str, batch: str) -> Request:
             f"/documents/{_segment(batch, 'batch')}/indexing-status"
         ),
         operation="indexing_status",
+    )
+
+
+MAX_DOCUMENTS_PAGE = 100
+"""The largest ``limit`` of Dify's documents listing (larger values are cut to it server-side)."""
+
+
+def documents_request(
+    dataset_id: str, *, page: int = 1, limit: int = MAX_DOCUMENTS_PAGE, keyword: str | None = None
+) -> Request:
+    """``GET /datasets/{dataset_id}/documents?page=&limit=[&keyword=]``: one page of a dataset's
+    documents, newest first (Dify's service API, ``api/controllers/service_api/dataset/
+    document.py``: ``{data, has_more, limit, total, page}``)."""
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise e.InvalidInputError("page must be an int >= 1", field="page")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        limit = 0
+    if not 1 <= limit <= MAX_DOCUMENTS_PAGE:
+        raise e.InvalidInputError(
+            f"limit must be an int from 1 to {MAX_DOCUMENTS_PAGE}", field="limit"
+        )
+    params: list[tuple[str, str]] = [("page", str(page)), ("limit", str(limit))]
+    if keyword is not None:
+        if not isinstance(keyword, str):
+            raise e.InvalidInputError("keyword must be a string or None", field="keyword")
+        params.append(("keyword", keyword))
+    return Request(
+        method="GET",
+        path=f"/datasets/{_segment(dataset_id, 'dataset_id')}/documents",
+        operation="list_documents",
+        params=tuple(params),
     )
 
 

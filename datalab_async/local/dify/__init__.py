@@ -22,12 +22,18 @@ It serves the endpoints ``AsyncDifyKnowledgeClient`` uses, under ``/v1``, on 127
   waiting -> parsing -> cleaning -> splitting -> indexing -> completed, one step every
   ``indexing_step_delay`` seconds; files that cannot be indexed (images) end in ``error``;
   ``pause_indexing()`` makes the next documents stop ``paused``.
+- ``GET  /v1/datasets/{id}/documents?page=&limit=&keyword=``: every document of the dataset,
+  newest first, with its current indexing status (``list_source_info=False`` leaves out each
+  document's ``data_source_info``, as older Dify versions' listings do).
 
 Every request needs ``Authorization: Bearer <api_key>`` (else 401 with Dify's error envelope).
 Knobs for tests: ``fail_next`` (HTTP error responses), ``inject_stream_error`` (an SSE ``error``
 event mid-stream), ``emit_unknown_events`` (a legacy event the client does not model after each
-node), ``pause_indexing`` and ``stats`` (``open_streams`` tells whether an abandoned stream was
-closed).
+node), ``pause_indexing``, ``lose_run_answers`` (a published run creates its documents and
+answers a 5xx), latency knobs (``upload_latency``, ``run_latency``, ``list_latency``, plus
+``node_latency`` and ``indexing_step_delay``), ``batch_upload_limit`` (refuse bigger published
+runs, as Dify's ``BATCH_UPLOAD_LIMIT``), ``documents()`` (the server's own records) and
+``stats`` (``open_streams`` tells whether an abandoned stream was closed).
 """
 
 from ._draft import EVENTS_INPUT, RUN_FEATURES

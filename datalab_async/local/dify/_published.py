@@ -49,6 +49,7 @@ def queue_published_run(
     """Create the batch's documents and answer like Dify: ``{batch, dataset, documents}``."""
     batch = time.strftime("%Y%m%d%H%M%S") + f"{secrets.randbelow(10**6):06d}"
     now = time.monotonic()
+    wall = time.time()
     documents: list[Document] = []
     for item in items:
         name, size, fail = describe_item(server, kind, item)
@@ -64,6 +65,7 @@ def queue_published_run(
                 size=size,
                 fail_reason=fail,
                 pause_at=server._take_pause(),
+                created_at=wall,
             )
         )
     dataset.batches[batch] = documents

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from aiohttp import web
 
 from ._draft import DraftRun, requested_features
@@ -70,13 +71,25 @@ async def run_pipeline(server: LocalDify, request: web.Request) -> web.StreamRes
             problem = str(err)
     if problem is not None:
         return error_response(400, "invalid_param", problem)
-    server.stats.runs += 1
     items: list[dict[str, Any]] = body["datasource_info_list"]
     kind: str = body["datasource_type"]
+    limit = server.batch_upload_limit
+    if body["is_published"] and limit is not None and len(items) > limit:
+        return error_response(
+            400, "invalid_param", f"You have reached the batch upload limit of {limit}."
+        )
+    server.stats.runs += 1
+    if server.run_latency > 0:
+        await anyio.sleep(server.run_latency)
     if body["is_published"]:
         if not dataset.published:
             return error_response(400, "invalid_param", "The pipeline has not been published.")
-        return web.json_response(queue_published_run(server, dataset, kind, items))
+        answer = queue_published_run(server, dataset, kind, items)
+        lost = server._take_lost_answer()
+        if lost is not None:  # the documents exist; the client never learns their ids
+            server.stats.lost_run_answers += 1
+            return error_response(lost, "internal_server_error", "The server lost the answer.")
+        return web.json_response(answer)
     run = DraftRun(server, dataset, kind, items[0], body["start_node_id"], body["inputs"], features)
     if body["response_mode"] == "streaming":
         return await stream_events(

@@ -11,12 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from . import _datasource, _published, _run, _uploads
+from . import _datasource, _documents, _published, _run, _uploads
 from ._draft import requested_features
 from ._state import (
     DATASOURCE_NODES,
     INDEXING_STEPS,
     Dataset,
+    Document,
     Failure,
     LocalDifyStats,
     RecordedRequest,
@@ -55,6 +56,11 @@ class LocalDify:
         sse_line_ending: str = "\n",
         emit_unknown_events: bool = False,
         run_events: Iterable[str] = (),
+        upload_latency: float = 0.0,
+        run_latency: float = 0.0,
+        list_latency: float = 0.0,
+        batch_upload_limit: int | None = None,
+        list_source_info: bool = True,
     ) -> None:
         if sse_line_ending not in ("\n", "\r\n", "\r"):
             raise ValueError("sse_line_ending must be one of \\n, \\r\\n, \\r")
@@ -68,6 +74,12 @@ class LocalDify:
         self.sse_line_ending = sse_line_ending
         self.emit_unknown_events = emit_unknown_events
         self.run_events = tuple(run_events)
+        self.upload_latency = upload_latency
+        self.run_latency = run_latency
+        self.list_latency = list_latency
+        self.batch_upload_limit = batch_upload_limit
+        self.list_source_info = list_source_info
+        self._lost_answers: list[list[int]] = []  # [times, status]
         requested_features({}, self.run_events)  # refuse unknown names now
         self.stats = LocalDifyStats()
         self.requests: list[RecordedRequest] = []
@@ -107,6 +119,7 @@ class LocalDify:
             self._route(_datasource.run_datasource_node),
         )
         app.router.add_post(f"{datasets}/pipeline/run", self._route(_run.run_pipeline))
+        app.router.add_get(f"{datasets}/documents", self._route(_documents.list_documents))
         app.router.add_get(
             datasets + "/documents/{batch}/indexing-status",
             self._route(_published.indexing_status),
@@ -235,6 +248,17 @@ class LocalDify:
             raise ValueError(f"at must be one of {', '.join(INDEXING_STEPS[:-1])}")
         self._pauses.append([times, INDEXING_STEPS.index(at)])
 
+    def lose_run_answers(self, *, times: int = 1, status: int = 502) -> None:
+        """The next ``times`` published runs create their documents, then answer ``status``
+        (a 5xx: the client cannot tell whether anything was created)."""
+        if not 500 <= status <= 599:
+            raise ValueError("status must be a 5xx")
+        self._lost_answers.append([times, status])
+
+    def documents(self, dataset_id: str) -> list[Document]:
+        """Every document of the dataset, newest first (the server's own records)."""
+        return [doc for _, doc in _documents.all_documents(self._datasets[dataset_id])]
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _take_stream_error(self) -> StreamError | None:
@@ -245,6 +269,15 @@ class LocalDify:
         if injected.times <= 0:
             self._stream_errors.pop(0)
         return injected
+
+    def _take_lost_answer(self) -> int | None:
+        if not self._lost_answers:
+            return None
+        lost = self._lost_answers[0]
+        lost[0] -= 1
+        if lost[0] <= 0:
+            self._lost_answers.pop(0)
+        return lost[1]
 
     def _take_pause(self) -> int | None:
         if not self._pauses:

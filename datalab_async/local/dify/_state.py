@@ -64,6 +64,8 @@ class LocalDifyStats:
     auth_failures: int = 0
     injected_failures: int = 0
     indexing_polls: int = 0
+    document_listings: int = 0
+    lost_run_answers: int = 0
     open_streams: int = 0
     streams_opened: int = 0
     streams_completed: int = 0
@@ -131,6 +133,7 @@ class Document:
     size: int
     fail_reason: str | None
     pause_at: int | None = None
+    created_at: float = 0.0  # wall clock (Unix seconds), as the documents listing reports it
 
 
 @attrs.define

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import anyio
 from aiohttp import BodyPartReader, web
 
 from ._state import (
@@ -78,6 +79,8 @@ def _refusal(files: list[_Part], too_large: bool, max_bytes: int) -> web.Respons
 
 async def upload(server: LocalDify, request: web.Request) -> web.StreamResponse:
     """Store one uploaded file (multipart, exactly one ``file`` part) and answer 201."""
+    if server.upload_latency > 0:
+        await anyio.sleep(server.upload_latency)
     if not request.content_type.startswith("multipart/"):
         server._record(request)
         return error_response(400, "no_file_uploaded", "Please upload your file.")
