@@ -315,6 +315,58 @@ async def test_cli_reports_a_failing_document_and_a_restart_attaches(
         assert server.stats()["executions_created"] == 10
 
 
+async def test_cli_ctrl_c_stops_following_and_the_same_command_finishes_the_rest(
+    temporal_address: str, workers: Workers, queue: str, tmp_path: Path
+) -> None:
+    n = 10
+    async with LocalDatalab(step_latency=0.3) as server:
+        pipeline = server.create_pipeline_sync(["convert"])
+        make_documents(tmp_path / "in", n)
+        workers.start(server, queue)
+        common = ["--address", temporal_address, "--task-queue", queue]
+        command = [sys.executable, "-m", "datalab_async", "temporal", "run", pipeline]
+        command += [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--plain"]
+        command += [*common, "--concurrency", "2", "--heartbeat-timeout", "2"]
+        first = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert first.stdout is not None
+        workflow_id = ""
+        while not workflow_id:
+            line = (await asyncio.wait_for(first.stdout.readline(), 60)).decode()
+            assert line, "the follower ended early"
+            if line.startswith("workflow "):
+                workflow_id = line.split()[1]
+        while True:
+            line = (await asyncio.wait_for(first.stdout.readline(), 60)).decode()
+            assert line, "the follower ended early"
+            if line.startswith("done"):
+                break
+        first.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(first.communicate(), 30)
+        assert first.returncode == 130
+        assert "keeps running on the workers" in stderr.decode()
+
+        stop = [sys.executable, "-m", "datalab_async", "temporal", "stop", workflow_id, *common]
+        stopper = await asyncio.create_subprocess_exec(*stop, stdout=asyncio.subprocess.PIPE)
+        await asyncio.wait_for(stopper.communicate(), 60)
+        assert stopper.returncode == 0
+
+        async def closed() -> bool:
+            temporal = await connect(temporal_address)
+            status = (await temporal.get_workflow_handle(workflow_id).describe()).status
+            return status is not None and status.name != "RUNNING"
+
+        await eventually(closed, what="the stopped workflow to close")
+        again = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        stdout, _ = await asyncio.wait_for(again.communicate(), 120)
+        assert again.returncode == 0, stdout.decode()
+        assert len(results_on_disk(tmp_path / "out")) == n
+        stats = server.stats()
+        assert stats["executions_created"] == n
+        assert stats["run_submissions_by_digest_duplicates"] == 0
+
+
 async def test_stop_lets_in_flight_documents_finish(
     temporal: Client, workers: Workers, queue: str, tmp_path: Path
 ) -> None:

@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InvalidInputError
 from ._common import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    GracefulSignals,
     Subparsers,
     positive_float,
     positive_int,
@@ -275,13 +277,63 @@ async def _run(args: argparse.Namespace) -> int:
             done_names.append(folder_event.relative)
         display.event(folder_event)
 
-    try:
-        result = await _follow(handle, show, display.set_total)
-    finally:
-        display.stop()
+    stopper = _StopFollowing()
+    with GracefulSignals(stopper) as signals:
+        follow = asyncio.ensure_future(_follow(handle, show, display.set_total))
+        stopped = asyncio.ensure_future(stopper.event.wait())
+        try:
+            await asyncio.wait({follow, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (follow, stopped):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            display.stop()
+    if not follow.done() or follow.cancelled():
+        await _print_left(handle, workflow_id, stopper.reason)
+        return signals.exit_code or EXIT_INTERRUPTED
+    result = follow.result()
     console = display.console if isinstance(display, RichDisplay) else None
     print_summary(_folder_summary(result, done_names), sys.stdout, console)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+class _StopFollowing:
+    """What a Ctrl-C or SIGTERM stops in ``temporal run``: following, not the workflow."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason: str | None = None
+
+    def stop(self, reason: str | None = None) -> None:
+        self.reason = reason
+        self.event.set()
+
+    def force(self) -> None:
+        self.event.set()
+
+
+async def _print_left(handle: Any, workflow_id: str, reason: str | None) -> None:
+    """After an interrupt: where the workflow stands, and the commands to go on."""
+    from ..temporal._workflow import BulkRunWorkflow
+
+    try:
+        progress = await asyncio.wait_for(handle.query(BulkRunWorkflow.progress, 0), 5)
+        where = (
+            f"{progress.done} done, {progress.failed} failed, {progress.skipped} skipped, "
+            f"{progress.in_flight} in flight, {progress.not_started} not started"
+        )
+    except Exception:  # no worker answers: say what we can
+        where = "progress unavailable"
+    print(
+        f"\n{reason or 'interrupted'}: stopped following {workflow_id} ({where}). The workflow "
+        "keeps running on the workers: the same 'temporal run' command attaches again; "
+        f"'datalab-async temporal stop {workflow_id}' stops it, after which the same 'temporal "
+        "run' command finishes the rest (finished documents skipped, none sent twice).",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _follow(
