@@ -16,6 +16,7 @@ from ._errors import (
     ClientClosedError,
     ConflictError,
     DatalabError,
+    FileTypeMismatchError,
     InsecureTransportError,
     InvalidInputError,
     NotFoundError,
@@ -29,7 +30,7 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from ._folder_manifest import FolderOutcome, FolderSummary
+from ._folder_manifest import FolderOutcome, FolderSummary, IgnoredFile
 from ._models import (
     Collection,
     CollectionFileList,
@@ -95,9 +96,11 @@ __all__ = [
     "ExecutionList",
     "ExecutionStatus",
     "ExecutionStatusChanged",
+    "FileTypeMismatchError",
     "FolderEvent",
     "FolderOutcome",
     "FolderSummary",
+    "IgnoredFile",
     "InsecureTransportError",
     "InvalidInputError",
     "NotFoundError",

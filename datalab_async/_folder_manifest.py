@@ -29,7 +29,7 @@ import attrs
 
 from ._errors import InvalidInputError
 from ._models import PipelineExecution
-from ._protocol.validation import SUPPORTED_EXTENSIONS
+from ._protocol.validation import file_type_for
 
 __all__ = [
     "MANIFEST_NAME",
@@ -38,6 +38,7 @@ __all__ = [
     "FolderEntry",
     "FolderOutcome",
     "FolderSummary",
+    "IgnoredFile",
     "Manifest",
     "UnsafePathError",
     "config_fingerprint",
@@ -101,15 +102,28 @@ class FolderOutcome:
 
 
 @attrs.frozen
+class IgnoredFile:
+    """A file or folder the walk left out, and why: ``reason`` is e.g. ``"unsupported type
+    .txt"``, ``"symlink leads outside the folder"`` or ``"unreadable folder"``."""
+
+    relative: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.relative} ({self.reason})"
+
+
+@attrs.frozen
 class FolderSummary:
     """What ``process_folder`` did.
 
     ``done``: relative paths processed successfully in this run (``resumed`` is the subset that
     an earlier, interrupted run had already submitted); ``failed``: a ``FolderOutcome`` per
     document that failed (``.relative``, ``.reason``, ``.error``, ``.execution_id``);
-    ``skipped``: done by an earlier run (per the manifest); ``ignored``: files left out
-    (unsupported type, symlinks leading out of the folder). ``pages`` counts pages processed in
-    this run when the results report them.
+    ``skipped``: done by an earlier run (per the manifest); ``ignored``: an
+    :class:`IgnoredFile` (``.relative``, ``.reason``) per file or folder the walk left out
+    (unsupported type, symlinks leading out of the folder, unreadable folders). ``pages``
+    counts pages processed in this run when the results report them.
     """
 
     done: tuple[str, ...]
@@ -120,7 +134,7 @@ class FolderSummary:
     out_dir: Path
     manifest_path: Path
     resumed: tuple[str, ...] = ()
-    ignored: tuple[str, ...] = ()
+    ignored: tuple[IgnoredFile, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -262,7 +276,12 @@ class FolderEntry:
 
 
 def _supported(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in SUPPORTED_EXTENSIONS
+    return file_type_for(name) is not None
+
+
+def _unsupported_reason(name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    return f"unsupported type {ext}" if ext else "unsupported type (no extension)"
 
 
 def _matches(relative: str, pattern: str | None) -> bool:
@@ -278,13 +297,15 @@ def walk_folder(
     pattern: str | None = None,
     recursive: bool = True,
     exclude: Sequence[Path] = (),
-    ignored: list[str] | None = None,
+    ignored: list[IgnoredFile] | None = None,
 ) -> Iterator[FolderEntry]:
-    """Supported documents under ``root`` in sorted order, read lazily.
+    """Supported documents (the 21 extensions of ``FILE_TYPES``) under ``root`` in sorted
+    order, read lazily.
 
-    Symlinked files are taken only when their target is inside ``root``; symlinked folders are
-    never entered (no escapes, no cycles). ``exclude``: folders to leave out (the output folder
-    when it sits inside the input). Files left out for those reasons are appended to ``ignored``.
+    Symlinked files are taken only when their target is a file inside ``root``; symlinked
+    folders are never entered (no escapes, no cycles). ``exclude``: folders to leave out (the
+    output folder when it sits inside the input). Every file left out (that ``pattern``
+    matches) and every folder that cannot be listed is appended to ``ignored`` with its reason.
     """
     real_root = Path(os.path.realpath(root))
     excluded = {os.path.realpath(p) for p in exclude}
@@ -292,13 +313,16 @@ def walk_folder(
     # paths in sorted order (by component) while holding one listing per level only.
     stack: list[tuple[Iterator[os.DirEntry[str]], str]] = []
 
+    def ignore(relative: str, reason: str) -> None:
+        if ignored is not None:
+            ignored.append(IgnoredFile(relative, reason))
+
     def enter(folder: str, prefix: str) -> None:
         try:
             with os.scandir(folder) as it:
                 listing = sorted(it, key=lambda e: e.name)
         except OSError:
-            if ignored is not None:
-                ignored.append(prefix.rstrip("/") or ".")
+            ignore(prefix.rstrip("/") or ".", "unreadable folder")
             return
         stack.append((iter(listing), prefix))
 
@@ -317,22 +341,27 @@ def walk_folder(
                 if recursive and os.path.realpath(entry.path) not in excluded:
                     enter(entry.path, relative + "/")
                 continue
+            if not _matches(relative, pattern):
+                continue
             if entry.is_symlink():
                 target = os.path.realpath(entry.path)
-                if not inside(real_root, Path(target)) or not os.path.isfile(target):
-                    if _supported(entry.name) and ignored is not None:
-                        ignored.append(relative)
+                if not inside(real_root, Path(target)):
+                    ignore(relative, "symlink leads outside the folder")
+                    continue
+                if not os.path.isfile(target):
+                    folder = os.path.isdir(target)
+                    ignore(relative, "symlinked folder (not followed)" if folder else "broken link")
                     continue
             elif not stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                ignore(relative, "not a regular file")
                 continue
         except OSError:
+            ignore(relative, "unreadable file")
             continue
         if not _supported(entry.name):
-            if ignored is not None and _matches(relative, pattern):
-                ignored.append(relative)
+            ignore(relative, _unsupported_reason(entry.name))
             continue
-        if _matches(relative, pattern):
-            yield FolderEntry(relative, Path(entry.path))
+        yield FolderEntry(relative, Path(entry.path))
 
 
 # -- fingerprints ----------------------------------------------------------------------------
@@ -529,7 +558,7 @@ def unique_entries(
     pattern: str | None,
     recursive: bool,
     exclude: Sequence[Path],
-    ignored: list[str],
+    ignored: list[IgnoredFile],
 ) -> Iterator[FolderEntry]:
     """Entries for several files and folders: folders keep their name as the first component
     (a single folder is laid out relative to itself), files their own name; repeats get ~N."""

@@ -29,6 +29,7 @@ from .._folder_manifest import (
     FolderEntry,
     FolderOutcome,
     FolderSummary,
+    IgnoredFile,
     Manifest,
     config_fingerprint,
     count_pages,
@@ -75,7 +76,7 @@ class _Tally:
     failed: list[FolderOutcome] = attrs.field(factory=list)
     skipped: list[str] = attrs.field(factory=list)
     resumed: list[str] = attrs.field(factory=list)
-    ignored: list[str] = attrs.field(factory=list)
+    ignored: list[IgnoredFile] = attrs.field(factory=list)
     pages: int = 0
 
     def summary(self, elapsed: float, out_dir: Path, manifest_path: Path) -> FolderSummary:

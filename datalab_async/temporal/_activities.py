@@ -41,7 +41,13 @@ from .._errors import (
     RateLimitError,
     ServerError,
 )
-from .._folder_manifest import count_pages, describe_error, execution_failure, unique_entries
+from .._folder_manifest import (
+    IgnoredFile,
+    count_pages,
+    describe_error,
+    execution_failure,
+    unique_entries,
+)
 from .._models import ExecutionStatus, PipelineExecution
 from .._models.events import ExecutionStatusChanged
 from ._models import (
@@ -305,7 +311,7 @@ def _safe_name(name: str) -> str:
     return cleaned.strip(".") or "run"
 
 
-def _entries(job: ListInput, out: Path, ignored: list[str]) -> Iterator[PageEntry]:
+def _entries(job: ListInput, out: Path, ignored: list[IgnoredFile]) -> Iterator[PageEntry]:
     paths = [Path(s) for s in job.sources if not is_url(s)]
     if paths:
         missing = [str(p) for p in paths if not p.exists()]
@@ -325,7 +331,7 @@ def _write_listing(job: ListInput, out: Path, target: Path) -> Listing:
     """Walk the sources into ``target`` (JSON lines, replaced atomically). Blocking."""
     out.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    ignored: list[str] = []
+    ignored: list[IgnoredFile] = []
     total = 0
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
