@@ -379,7 +379,7 @@ def test_run_json_summary(
     assert again["counts"]["skipped"] == 7 and again["counts"]["done"] == 0
     skipped = {d["document"]: d["execution_id"] for d in again["skipped"]}
     assert skipped["invoice-0003.pdf"] == done["invoice-0003.pdf"]["execution_id"]
-    assert "found 7 documents" in captured.err  # progress went to stderr
+    assert "found 8 documents" in captured.err  # progress went to stderr
 
 
 def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
