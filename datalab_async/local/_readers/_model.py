@@ -50,7 +50,7 @@ class Page:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What an image file tells about itself: ``format`` (png, jpeg, webp, gif) and pixel size."""
+    """What an image file tells about itself: ``format`` (png, jpeg, webp, gif, tiff), size."""
 
     format: str
     width: int
