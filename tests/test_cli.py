@@ -258,7 +258,8 @@ def test_watch_reports_a_failed_execution(
     execution_id = json.loads((out / MANIFEST_NAME).read_text().splitlines()[0])["execution_id"]
     assert main(["watch", execution_id, "--plain", *remote.flags()]) == 1
     printed = capsys.readouterr().out
-    assert "step 0 (convert): failed: could not read PDF" in printed and printed.rstrip().endswith("failed")
+    assert "step 0 (convert): failed: could not read PDF" in printed
+    assert printed.rstrip().endswith("failed")
 
 
 def _tree(root: Path) -> Path:
