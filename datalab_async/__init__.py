@@ -66,10 +66,12 @@ from ._models import (
 )
 from ._models.events import ExecutionEvent, ExecutionStatusChanged, StepStatusChanged
 from ._protocol.sse import encode_sse
+from ._protocol.validation import FILE_TYPES, FileType
 from ._sse_relay import execution_sse_frames
 from ._version import __version__
 
 __all__ = [
+    "FILE_TYPES",
     "AmbiguousSubmissionError",
     "APIConnectionError",
     "APIStatusError",
@@ -96,6 +98,7 @@ __all__ = [
     "ExecutionList",
     "ExecutionStatus",
     "ExecutionStatusChanged",
+    "FileType",
     "FileTypeMismatchError",
     "FolderEvent",
     "FolderOutcome",

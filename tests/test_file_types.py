@@ -486,7 +486,22 @@ async def test_a_mismatch_fails_before_any_request(
             await client.run_pipeline(
                 "pl_1", file_path=path.rename(path.with_suffix(".pdf")), filename="budget.xlsx"
             )
+        # A seekable file object is peeked at, a one-shot stream cannot be.
+        with pytest.raises(FileTypeMismatchError, match="looks like a PDF document"):
+            await client.run_pipeline("pl_1", file=io.BytesIO(make_pdf(["x"])), filename="a.png")
         assert m.requests == {}
+    with aioresponses() as m:
+        m.post(f"{BASE}/api/v1/pipelines/pl_1/run", payload=EXECUTION, repeat=True)
+        handle = io.BytesIO(b"header to skip;" + make_pdf(["x"]))
+        handle.seek(15)
+        await client.run_pipeline("pl_1", file=handle, filename="a.pdf")
+        assert handle.tell() == 15  # the check put it back where the caller left it
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield make_pdf(["x"])
+
+        await client.run_pipeline("pl_1", file=chunks(), filename="a.png")
+        assert len(next(iter(m.requests.values()))) == 2
 
 
 async def test_each_type_is_sent_with_its_mime_type(

@@ -82,12 +82,31 @@ def file_part(
         check_content(name, data[:HEAD_BYTES])
         return FilePart(field, name, ctype, data=data, size=len(data))
     if hasattr(file, "read") or hasattr(file, "__aiter__"):
+        head = _peek(file)
+        if head is not None:
+            check_content(name, head)
         return FilePart(field, name, ctype, stream=file)
     raise InvalidInputError(
         f"file must be bytes, a binary file object or an async iterable of bytes, not "
         f"{type(file).__name__}",
         field="file",
     )
+
+
+def _peek(file: object) -> bytes | None:
+    """The first bytes of a seekable binary file object, its position restored; None for a
+    stream that cannot be read twice (it is sent unchecked)."""
+    seekable = getattr(file, "seekable", None)
+    try:
+        if not callable(seekable) or not seekable():
+            return None
+        handle: IO[bytes] = file  # type: ignore[assignment]
+        position = handle.tell()
+        head = handle.read(HEAD_BYTES)
+        handle.seek(position)
+    except (OSError, ValueError):
+        return None
+    return head if isinstance(head, bytes) else None
 
 
 def run_pipeline(
