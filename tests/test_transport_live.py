@@ -38,6 +38,7 @@ async def test_large_upload_streams_from_disk(scripted: ScriptedServer, tmp_path
     size = 120 * 1024 * 1024
     big = tmp_path / "big.pdf"
     with big.open("wb") as f:
+        f.write(b"%PDF-1.7\n")
         f.truncate(size)
     received = {"bytes": 0, "filename": None}
 
