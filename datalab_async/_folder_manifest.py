@@ -48,12 +48,15 @@ __all__ = [
     "document_dir",
     "fingerprint_file",
     "inside",
+    "ignored_list_path",
+    "read_ignored",
     "read_manifest",
     "result_files",
     "safe_join",
     "sanitize_component",
     "unique_entries",
     "walk_folder",
+    "write_ignored",
     "write_results",
     "write_file_inside",
 ]
@@ -362,6 +365,40 @@ def walk_folder(
             ignore(relative, _unsupported_reason(entry.name))
             continue
         yield FolderEntry(relative, Path(entry.path))
+
+
+def ignored_list_path(listing: Path) -> Path:
+    """Where the files a listing left out are kept, beside the listing (Temporal runs)."""
+    return listing.with_name(f"{listing.name}.ignored.jsonl")
+
+
+def write_ignored(path: Path, ignored: Sequence[IgnoredFile]) -> None:
+    """Write ``ignored`` as JSON lines to ``path`` (replaced in one step; removed when empty).
+    Blocking."""
+    if not ignored:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    lines = "".join(
+        json.dumps({"r": i.relative, "why": i.reason}, ensure_ascii=False) + "\n" for i in ignored
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(lines, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_ignored(path: Path) -> tuple[IgnoredFile, ...]:
+    """What :func:`write_ignored` wrote (nothing when the file is missing or unreadable)."""
+    found: list[IgnoredFile] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    record = json.loads(line)
+                    found.append(IgnoredFile(str(record["r"]), str(record["why"])))
+    except OSError:
+        return ()
+    return tuple(found)
 
 
 # -- fingerprints ----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from datalab_async import AsyncDatalabClient
+from datalab_async import AsyncDatalabClient, IgnoredFile
+from datalab_async._folder_manifest import ignored_list_path, read_ignored
 from datalab_async.local import Knobs, LocalDatalab
 from datalab_async.local.samples import make_pdf
 from datalab_async.temporal import (
@@ -268,6 +269,7 @@ async def test_cli_reports_a_failing_document_and_a_restart_attaches(
         pipeline = server.create_pipeline_sync(["convert"])
         make_documents(tmp_path / "in", 8)
         (tmp_path / "in" / "broken.pdf").write_bytes(b"this is not a PDF")
+        (tmp_path / "in" / "notes.txt").write_text("left out")
         workers.start(server, queue)
         command = [sys.executable, "-m", "datalab_async", "temporal", "run", pipeline]
         command += [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--plain"]
@@ -298,6 +300,7 @@ async def test_cli_reports_a_failing_document_and_a_restart_attaches(
         assert second.returncode == 1, (text, stderr.decode())
         assert "done: 8" in text and "failed: 1" in text
         assert "broken.pdf" in text and "content looks like text" in text  # refused locally
+        assert "ignored: notes.txt: unsupported type .txt" in text
         assert len(results_on_disk(tmp_path / "out")) == 8
         stats = server.stats()
         # Attached: nothing submitted twice (and broken.pdf never left: it is not a PDF).
@@ -512,6 +515,10 @@ async def test_listing_is_written_once_and_read_page_by_page(
         )
         assert (listing.total, listing.ignored) == (7, 1)
         assert Path(listing.path).parent == tmp_path / "out" / ".datalab-temporal"
+        # The files left out, with their reason, for `temporal run`'s summary.
+        assert read_ignored(ignored_list_path(Path(listing.path))) == (
+            IgnoredFile("notes.txt", "unsupported type .txt"),
+        )
         seen, offset = [], 0
         while True:
             page = await env.run(activities.read_page, PageInput(listing.path, offset, 3))

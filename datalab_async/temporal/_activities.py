@@ -46,7 +46,9 @@ from .._folder_manifest import (
     count_pages,
     describe_error,
     execution_failure,
+    ignored_list_path,
     unique_entries,
+    write_ignored,
 )
 from .._models import ExecutionStatus, PipelineExecution
 from .._models.events import ExecutionStatusChanged
@@ -341,6 +343,7 @@ def _write_listing(job: ListInput, out: Path, target: Path) -> Listing:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 total += 1
         os.replace(tmp, target)
+        write_ignored(ignored_list_path(target), ignored)  # named by `temporal run`'s summary
     except InvalidInputError as err:
         raise ApplicationError(str(err), type="InvalidInputError", non_retryable=True) from None
     finally:
