@@ -71,8 +71,9 @@ _XLSX_MAIN = {
 }
 
 
-def make_xlsx(kind: str = "xlsx") -> bytes:
-    """Two sheets: shared, inline, rich-text, numeric and boolean cells with a gap; one empty."""
+def make_xlsx(kind: str = "xlsx", sheet_data: str | None = None) -> bytes:
+    """Two sheets: shared, inline, rich-text, numeric and boolean cells with a gap; one empty.
+    ``sheet_data`` replaces the first sheet's rows."""
     types = (
         f'{_XML}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
         '<Default Extension="rels" '
@@ -102,15 +103,15 @@ def make_xlsx(kind: str = "xlsx") -> bytes:
         f'{_XML}<sst xmlns="{_MAIN}"><si><t>Item</t></si><si><t>Total</t></si>'
         "<si><r><t>In</t></r><r><t>k</t></r></si></sst>"
     )
-    sheet1 = (
-        f'{_XML}<worksheet xmlns="{_MAIN}"><sheetData>'
+    rows = sheet_data or (
         '<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c></row>'
         '<row r="2"><c r="A2" t="inlineStr"><is><t>Paper</t></is></c><c r="B2"><v>12.5</v></c>'
         "</row>"
         '<row r="3"><c r="A3" t="s"><v>2</v></c><c r="C3" t="b"><v>1</v></c></row>'
         '<row r="4"><c r="A4"/></row>'
-        "</sheetData></worksheet>"
     )
+    sheet1 = f'{_XML}<worksheet xmlns="{_MAIN}"><sheetData>{rows}</sheetData></worksheet>'
+
     sheet2 = f'{_XML}<worksheet xmlns="{_MAIN}"><sheetData/></worksheet>'
     return _zip(
         [
@@ -555,6 +556,15 @@ def test_xlsx_sheets_are_pages_of_tables(ext: str) -> None:
     assert table_rows(make_file(ext), f"book.{ext}") == [
         [("Item", "Total", ""), ("Paper", "12.5", ""), ("Ink", "", "TRUE")]
     ]
+
+
+def test_a_sheet_spread_over_millions_of_cells_is_refused() -> None:
+    far = "".join(f'<row r="{r}"><c r="XFD{r}"><v>1</v></c></row>' for r in range(1, 200))
+    with pytest.raises(_readers.DocumentError, match="more than 2000000 cells"):
+        pages_of(make_xlsx(sheet_data=far), "wide.xlsx")
+    beyond = '<row r="1"><c r="XFE1"><v>1</v></c></row>'
+    with pytest.raises(_readers.DocumentError, match="beyond column XFD"):
+        pages_of(make_xlsx(sheet_data=beyond), "wide.xlsx")
 
 
 def test_xls_is_read_through_xlrd() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from io import StringIO
 from typing import Any
 
-from ._model import Block, DocumentError, SourceDocument, table_block
+from ._model import MAX_TABLE_CELLS, Block, DocumentError, SourceDocument, table_block
 
 __all__ = ["load_legacy", "load_xls", "not_readable_offline"]
 
@@ -64,7 +64,11 @@ def load_xls(data: bytes) -> SourceDocument:
     def sheet_blocks(index: int) -> list[Block]:
         try:
             sheet = book.sheet_by_index(index)
+            if sheet.nrows * sheet.ncols > MAX_TABLE_CELLS:
+                raise DocumentError(f"the sheet spreads over more than {MAX_TABLE_CELLS} cells")
             rows = [tuple(_cell_text(cell) for cell in sheet.row(r)) for r in range(sheet.nrows)]
+        except DocumentError:
+            raise
         except Exception as err:
             raise DocumentError(f"could not read XLS sheet {index}: {err}") from err
         rows = [row for row in rows if any(row)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
-from ._model import Block, DocumentError, SourceDocument, table_block
+from ._model import MAX_TABLE_CELLS, Block, DocumentError, SourceDocument, table_block
 from ._office import open_zip, part_xml
 
 __all__ = ["load_odf"]
@@ -109,13 +109,18 @@ def _row_cells(row: ET.Element) -> list[str]:
 def table_rows(table: ET.Element) -> list[tuple[str, ...]]:
     """The non-empty rows of a ``table:table``, padded to one width."""
     rows: list[tuple[str, ...]] = []
+    spread = 0
     for row in _table_rows(table):
         cells = _row_cells(row)
         if any(cells):
-            rows.extend(
-                tuple(cells) for _ in range(min(_repeat(row, "number-rows-repeated"), MAX_REPEAT))
-            )
+            repeat = min(_repeat(row, "number-rows-repeated"), MAX_REPEAT)
+            spread += len(cells) * repeat
+            if spread > MAX_TABLE_CELLS:
+                raise DocumentError(f"a table spreads over more than {MAX_TABLE_CELLS} cells")
+            rows.extend(tuple(cells) for _ in range(repeat))
     width = max((len(row) for row in rows), default=0)
+    if width * len(rows) > MAX_TABLE_CELLS:
+        raise DocumentError(f"a table spreads over more than {MAX_TABLE_CELLS} cells")
     return [row + ("",) * (width - len(row)) for row in rows]
 
 

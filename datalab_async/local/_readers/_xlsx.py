@@ -13,7 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 import zipfile
 
-from ._model import Block, DocumentError, SourceDocument, table_block
+from ._model import MAX_TABLE_CELLS, Block, DocumentError, SourceDocument, table_block
 from ._office import core_title, local_name, main_part, open_zip, part_xml, relationships
 
 __all__ = ["load_xlsx"]
@@ -76,6 +76,7 @@ def _cell_value(cell: ET.Element, shared: list[str]) -> str:
 
 def _sheet_rows(sheet: ET.Element, shared: list[str]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
+    spread = 0
     data = _children(sheet, "sheetData")
     for row in _children(data[0], "row") if data else []:
         cells: list[str] = []
@@ -91,7 +92,12 @@ def _sheet_rows(sheet: ET.Element, shared: list[str]) -> list[tuple[str, ...]]:
                 cells[column] = value
         if any(cells):
             rows.append(tuple(cells))
+            spread += len(cells)
+            if spread > MAX_TABLE_CELLS:
+                raise DocumentError(f"the sheet spreads over more than {MAX_TABLE_CELLS} cells")
     width = max((len(row) for row in rows), default=0)
+    if width * len(rows) > MAX_TABLE_CELLS:
+        raise DocumentError(f"the sheet spreads over more than {MAX_TABLE_CELLS} cells")
     return [row + ("",) * (width - len(row)) for row in rows]
 
 
