@@ -451,6 +451,23 @@ def test_an_office_package_of_the_wrong_kind_is_refused_when_its_first_part_tell
     check_content("anything.txt", b"\x00")  # not a documented type: not checked
 
 
+def test_a_streamed_mimetype_entry_is_given_the_benefit_of_the_doubt() -> None:
+    sink = io.BytesIO()
+
+    class Unseekable(io.RawIOBase):  # zipfile then writes sizes after each entry, not before
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            return sink.write(data)
+
+    with zipfile.ZipFile(Unseekable(), "w") as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), f"{_ODF}.text")
+        archive.writestr("content.xml", "<x/>")
+    assert sink.getvalue()[6] & 0x08  # the data-descriptor flag: no size in the header
+    check_content("a.odt", sink.getvalue())
+
+
 def test_text_types_accept_any_encoding_but_not_binary() -> None:
     check_content("a.csv", "Größe;Preis\n".encode("cp1252"))
     check_content("a.csv", "\ufeffa,b\n".encode("utf-8"))

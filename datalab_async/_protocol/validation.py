@@ -9,6 +9,7 @@ import stat
 import struct
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -68,34 +69,40 @@ _ODF = "application/vnd.oasis.opendocument"
 
 #: The 21 extensions on the "Supported File Types" page of Datalab's documentation, each with
 #: its IANA media type. (``.htm`` and ``.tif`` are not on that page, so they are not sent.)
-FILE_TYPES: Mapping[str, FileType] = {
-    t.extension: t
-    for t in (
-        FileType(".pdf", "application/pdf", "pdf", "pdf"),
-        FileType(".xls", "application/vnd.ms-excel", "spreadsheet", "ole2"),
-        FileType(".xlsx", f"{_OOXML}.spreadsheetml.sheet", "spreadsheet", "ooxml"),
-        FileType(".xlsm", "application/vnd.ms-excel.sheet.macroEnabled.12", "spreadsheet", "ooxml"),
-        FileType(".xltx", f"{_OOXML}.spreadsheetml.template", "spreadsheet", "ooxml"),
-        FileType(".csv", "text/csv", "spreadsheet", "text"),
-        FileType(".ods", f"{_ODF}.spreadsheet", "spreadsheet", "odf"),
-        FileType(".doc", "application/msword", "document", "ole2"),
-        FileType(".docx", f"{_OOXML}.wordprocessingml.document", "document", "ooxml"),
-        FileType(".odt", f"{_ODF}.text", "document", "odf"),
-        FileType(".ppt", "application/vnd.ms-powerpoint", "presentation", "ole2"),
-        FileType(".pptx", f"{_OOXML}.presentationml.presentation", "presentation", "ooxml"),
-        FileType(".odp", f"{_ODF}.presentation", "presentation", "odf"),
-        FileType(".html", "text/html", "html", "text"),
-        FileType(".epub", "application/epub+zip", "ebook", "epub"),
-        FileType(".png", "image/png", "image", "png"),
-        FileType(".jpg", "image/jpeg", "image", "jpeg"),
-        FileType(".jpeg", "image/jpeg", "image", "jpeg"),
-        FileType(".webp", "image/webp", "image", "webp"),
-        FileType(".gif", "image/gif", "image", "gif"),
-        FileType(".tiff", "image/tiff", "image", "tiff"),
-    )
-}
+FILE_TYPES: Mapping[str, FileType] = MappingProxyType(
+    {
+        t.extension: t
+        for t in (
+            FileType(".pdf", "application/pdf", "pdf", "pdf"),
+            FileType(".xls", "application/vnd.ms-excel", "spreadsheet", "ole2"),
+            FileType(".xlsx", f"{_OOXML}.spreadsheetml.sheet", "spreadsheet", "ooxml"),
+            FileType(
+                ".xlsm", "application/vnd.ms-excel.sheet.macroEnabled.12", "spreadsheet", "ooxml"
+            ),
+            FileType(".xltx", f"{_OOXML}.spreadsheetml.template", "spreadsheet", "ooxml"),
+            FileType(".csv", "text/csv", "spreadsheet", "text"),
+            FileType(".ods", f"{_ODF}.spreadsheet", "spreadsheet", "odf"),
+            FileType(".doc", "application/msword", "document", "ole2"),
+            FileType(".docx", f"{_OOXML}.wordprocessingml.document", "document", "ooxml"),
+            FileType(".odt", f"{_ODF}.text", "document", "odf"),
+            FileType(".ppt", "application/vnd.ms-powerpoint", "presentation", "ole2"),
+            FileType(".pptx", f"{_OOXML}.presentationml.presentation", "presentation", "ooxml"),
+            FileType(".odp", f"{_ODF}.presentation", "presentation", "odf"),
+            FileType(".html", "text/html", "html", "text"),
+            FileType(".epub", "application/epub+zip", "ebook", "epub"),
+            FileType(".png", "image/png", "image", "png"),
+            FileType(".jpg", "image/jpeg", "image", "jpeg"),
+            FileType(".jpeg", "image/jpeg", "image", "jpeg"),
+            FileType(".webp", "image/webp", "image", "webp"),
+            FileType(".gif", "image/gif", "image", "gif"),
+            FileType(".tiff", "image/tiff", "image", "tiff"),
+        )
+    }
+)
 #: Extension -> MIME type, derived from :data:`FILE_TYPES`.
-SUPPORTED_EXTENSIONS: Mapping[str, str] = {e: t.mime_type for e, t in FILE_TYPES.items()}
+SUPPORTED_EXTENSIONS: Mapping[str, str] = MappingProxyType(
+    {e: t.mime_type for e, t in FILE_TYPES.items()}
+)
 
 _PAGE_RANGE = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 _ID = re.compile(r"^[A-Za-z0-9_\-.:]+$")
@@ -253,7 +260,10 @@ def _zip_first_entry(head: bytes) -> tuple[str, bytes | None] | None:
     start = _ZIP_LOCAL.size
     name = head[start : start + name_len].decode("utf-8", "replace")
     data_at = start + name_len + extra_len
-    data = head[data_at : data_at + size] if method == 0 and data_at + size <= len(head) else None
+    # Only a stored (uncompressed) entry with its size in the header can be read from here;
+    # a streamed one (sizes in a data descriptor after it) tells nothing.
+    stored = method == 0 and 0 < size and data_at + size <= len(head)
+    data = head[data_at : data_at + size] if stored else None
     return name, data
 
 
