@@ -282,9 +282,16 @@ def _supported(name: str) -> bool:
     return file_type_for(name) is not None
 
 
+# Common spellings of supported types that Datalab's list does not name: the reason says so.
+_ALIASES = {".htm": ".html", ".tif": ".tiff"}
+
+
 def _unsupported_reason(name: str) -> str:
     ext = os.path.splitext(name)[1].lower()
-    return f"unsupported type {ext}" if ext else "unsupported type (no extension)"
+    if not ext:
+        return "unsupported type (no extension)"
+    alias = _ALIASES.get(ext)
+    return f"unsupported type {ext} (rename it {alias})" if alias else f"unsupported type {ext}"
 
 
 def _matches(relative: str, pattern: str | None) -> bool:

@@ -765,10 +765,11 @@ def mixed(tmp_path: Path) -> Path:
     for n in range(24):
         (folder / f"notes-{n:02d}.txt").write_text("x")
     (folder / "README").write_text("x")
+    (folder / "zz-page.htm").write_text("<p>x</p>")
     outside = tmp_path / "outside.pdf"
     outside.write_bytes(make_pdf(["private"]))
     (folder / "zz-link.pdf").symlink_to(outside)
-    return folder  # 27 ignored: .md, 24 .txt, README, the link
+    return folder  # 28 ignored: .md, 24 .txt, README, the link, .htm
 
 
 EXPECTED_FIRST = [
@@ -787,9 +788,9 @@ def test_ignored_files_in_the_plain_summary(
     )
     printed = capsys.readouterr().out
     lines = [line.strip() for line in printed.splitlines() if line.strip().startswith("ignored")]
-    assert lines[0] == "ignored: 27"
+    assert lines[0] == "ignored: 28"
     assert lines[1:21] == [f"ignored: {name}: {reason}" for name, reason in EXPECTED_FIRST]
-    assert lines[21:] == ["ignored: … 7 more"]
+    assert lines[21:] == ["ignored: … 8 more"]
 
 
 def test_ignored_files_in_the_rich_summary(
@@ -798,7 +799,7 @@ def test_ignored_files_in_the_rich_summary(
     argv = ["run", "convert", str(mixed), "--out", str(tmp_path / "o"), "--local"]
     assert main([*argv, "--progress", "rich"]) == 0
     printed = capsys.readouterr().out
-    assert "Ignored files" in printed and "… 7 more" in printed
+    assert "Ignored files" in printed and "… 8 more" in printed
     assert "unsupported type (no extension)" in printed and "notes-17.txt" in printed
     assert "notes-18.txt" not in printed and "zz-link.pdf" not in printed
 
@@ -809,7 +810,7 @@ def test_ignored_files_in_the_json_summary(
     argv = ["run", "convert", str(mixed), "--out", str(tmp_path / "o"), "--local", "--json"]
     assert main([*argv, "--progress", "off"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["counts"]["ignored"] == 27 and summary["ignored_more"] == 7
+    assert summary["counts"]["ignored"] == 28 and summary["ignored_more"] == 8
     assert [(i["document"], i["reason"]) for i in summary["ignored"]] == EXPECTED_FIRST
 
 
@@ -817,6 +818,9 @@ async def test_the_symlink_reason_reaches_the_summary(server: LocalDatalab, mixe
     pipeline = server.create_pipeline_sync(["convert"])
     async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as client:
         summary = await client.process_folder(mixed, pipeline, mixed.parent / "o", pattern="zz-*")
-    assert summary.ignored == (IgnoredFile("zz-link.pdf", "symlink leads outside the folder"),)
+    assert summary.ignored == (
+        IgnoredFile("zz-link.pdf", "symlink leads outside the folder"),
+        IgnoredFile("zz-page.htm", "unsupported type .htm (rename it .html)"),
+    )
     assert str(summary.ignored[0]) == "zz-link.pdf (symlink leads outside the folder)"
     assert summary.done == ()
