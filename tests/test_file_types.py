@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import os
 import struct
 import zipfile
 from collections.abc import AsyncIterator
@@ -824,3 +825,32 @@ async def test_the_symlink_reason_reaches_the_summary(server: LocalDatalab, mixe
     )
     assert str(summary.ignored[0]) == "zz-link.pdf (symlink leads outside the folder)"
     assert summary.done == ()
+
+
+def test_every_reason_the_walk_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datalab_async._folder_manifest import walk_folder
+
+    root = tmp_path / "in"
+    (root / "locked").mkdir(parents=True)
+    (root / "ok.pdf").write_bytes(make_pdf(["x"]))
+    (root / "scan.tif").write_bytes(make_file("tiff"))
+    (root / "dangling.pdf").symlink_to(root / "gone.pdf")
+    (root / "inner").symlink_to(root / "locked", target_is_directory=True)
+    os.mkfifo(root / "pipe.pdf")
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    ignored: list[IgnoredFile] = []
+    assert [e.relative for e in walk_folder(root, ignored=ignored)] == ["ok.pdf"]
+    assert sorted((i.relative, i.reason) for i in ignored) == [
+        ("dangling.pdf", "broken link"),
+        ("inner", "symlinked folder (not followed)"),
+        ("locked", "unreadable folder"),
+        ("pipe.pdf", "not a regular file"),
+        ("scan.tif", "unsupported type .tif (rename it .tiff)"),
+    ]
