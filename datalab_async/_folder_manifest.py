@@ -150,9 +150,10 @@ class FolderSummary:
         return len(self.done) + len(self.failed) + len(self.skipped)
 
     def __str__(self) -> str:
+        ignored = f", {len(self.ignored)} ignored" if self.ignored else ""
         return (
-            f"{len(self.done)} done, {len(self.failed)} failed, {len(self.skipped)} skipped, "
-            f"{self.pages} pages in {self.elapsed:.1f}s"
+            f"{len(self.done)} done, {len(self.failed)} failed, {len(self.skipped)} skipped"
+            f"{ignored}, {self.pages} pages in {self.elapsed:.1f}s"
         )
 
 

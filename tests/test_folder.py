@@ -555,5 +555,7 @@ def test_summary_is_frozen_and_readable(tmp_path: Path) -> None:
     )
     assert not summary.ok and summary.total == 2
     assert str(summary) == "1 done, 1 failed, 0 skipped, 3 pages in 1.5s"
+    noted = attrs.evolve(summary, ignored=(IgnoredFile("n.txt", "unsupported type .txt"),))
+    assert str(noted) == "1 done, 1 failed, 0 skipped, 1 ignored, 3 pages in 1.5s"
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         summary.pages = 4  # type: ignore[misc]
