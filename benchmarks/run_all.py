@@ -16,7 +16,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("throughput", "memory", "polling", "ratelimit", "soak", "temporal", "dify_ingest")
+BENCHMARKS = (
+    "throughput",
+    "memory",
+    "polling",
+    "ratelimit",
+    "soak",
+    "temporal",
+    "dify_ingest",
+    "filecheck",
+)
 
 
 def main() -> int:

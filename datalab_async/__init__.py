@@ -16,6 +16,7 @@ from ._errors import (
     ClientClosedError,
     ConflictError,
     DatalabError,
+    FileTypeMismatchError,
     InsecureTransportError,
     InvalidInputError,
     NotFoundError,
@@ -29,7 +30,7 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from ._folder_manifest import FolderOutcome, FolderSummary
+from ._folder_manifest import FolderOutcome, FolderSummary, IgnoredFile
 from ._models import (
     Collection,
     CollectionFileList,
@@ -66,10 +67,12 @@ from ._models import (
 from ._models.events import ExecutionEvent, ExecutionStatusChanged, StepStatusChanged
 from ._policy.control import JobControl
 from ._protocol.sse import encode_sse
+from ._protocol.validation import FILE_TYPES, FileType
 from ._sse_relay import execution_sse_frames
 from ._version import __version__
 
 __all__ = [
+    "FILE_TYPES",
     "AmbiguousSubmissionError",
     "APIConnectionError",
     "APIStatusError",
@@ -96,9 +99,12 @@ __all__ = [
     "ExecutionList",
     "ExecutionStatus",
     "ExecutionStatusChanged",
+    "FileType",
+    "FileTypeMismatchError",
     "FolderEvent",
     "FolderOutcome",
     "FolderSummary",
+    "IgnoredFile",
     "InsecureTransportError",
     "InvalidInputError",
     "JobControl",

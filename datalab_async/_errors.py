@@ -4,6 +4,7 @@
 
     DatalabError
     ├── InvalidInputError            bad arguments, caught locally before any request
+    │   └── FileTypeMismatchError    a file's content does not match its extension
     ├── ClientClosedError            the client was used after ``close()``
     ├── InsecureTransportError       the API key would go over plain http to a remote host
     ├── ResponseValidationError      a response body that does not match the expected model
@@ -43,6 +44,7 @@ __all__ = [
     "ClientClosedError",
     "ConflictError",
     "DatalabError",
+    "FileTypeMismatchError",
     "InsecureTransportError",
     "InvalidInputError",
     "NotFoundError",
@@ -70,6 +72,20 @@ class InvalidInputError(DatalabError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class FileTypeMismatchError(InvalidInputError):
+    """A file's first bytes do not match its extension (checked locally, before any upload).
+
+    ``filename``: the file; ``extension``: its extension (``".xlsx"``); ``detected``: what the
+    content looks like (``"a PDF document"``, ``"text"``, ...).
+    """
+
+    def __init__(self, message: str, *, filename: str, extension: str, detected: str) -> None:
+        super().__init__(message, field="file")
+        self.filename = filename
+        self.extension = extension
+        self.detected = detected
 
 
 class ClientClosedError(DatalabError, RuntimeError):

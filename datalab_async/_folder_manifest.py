@@ -29,7 +29,7 @@ import attrs
 
 from ._errors import InvalidInputError
 from ._models import PipelineExecution
-from ._protocol.validation import SUPPORTED_EXTENSIONS
+from ._protocol.validation import file_type_for
 
 __all__ = [
     "MANIFEST_NAME",
@@ -39,6 +39,7 @@ __all__ = [
     "FolderEntry",
     "FolderOutcome",
     "FolderSummary",
+    "IgnoredFile",
     "Manifest",
     "UnsafePathError",
     "config_fingerprint",
@@ -49,6 +50,8 @@ __all__ = [
     "document_dir",
     "fingerprint_file",
     "inside",
+    "ignored_list_path",
+    "read_ignored",
     "read_manifest",
     "read_marker",
     "replay_manifest",
@@ -57,6 +60,7 @@ __all__ = [
     "sanitize_component",
     "unique_entries",
     "walk_folder",
+    "write_ignored",
     "write_results",
     "write_file_inside",
     "write_marker",
@@ -106,19 +110,33 @@ class FolderOutcome:
 
 
 @attrs.frozen
+class IgnoredFile:
+    """A file or folder the walk left out, and why: ``reason`` is e.g. ``"unsupported type
+    .txt"``, ``"symlink leads outside the folder"`` or ``"unreadable folder"``."""
+
+    relative: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.relative} ({self.reason})"
+
+
+@attrs.frozen
 class FolderSummary:
     """What ``process_folder`` did.
 
     ``done``: relative paths processed successfully in this run (``resumed`` is the subset that
     an earlier, interrupted run had already submitted); ``failed``: a ``FolderOutcome`` per
     document that failed (``.relative``, ``.reason``, ``.error``, ``.execution_id``);
-    ``skipped``: done by an earlier run (per the manifest); ``ignored``: files left out
-    (unsupported type, symlinks leading out of the folder). ``pages`` counts pages processed in
-    this run when the results report them. ``copied``: ``(document, original)`` pairs of
-    documents with the same content as another, given copies of its results instead of being
-    submitted (they are in ``done`` too). ``interrupted``: the job was stopped (``JobControl``)
-    before it went through every document; ``pending`` names those it had started and left for
-    a re-run to resume (documents never reached are not listed).
+    ``skipped``: done by an earlier run (per the manifest); ``ignored``: an
+    :class:`IgnoredFile` (``.relative``, ``.reason``) per file or folder the walk left out
+    (unsupported type, symlinks leading out of the folder, unreadable folders). ``pages``
+    counts pages processed in this run when the results report them. ``copied``:
+    ``(document, original)`` pairs of documents with the same content as another, given copies
+    of its results instead of being submitted (they are in ``done`` too). ``interrupted``: the
+    job was stopped (``JobControl``) before it went through every document; ``pending`` names
+    those it had started and left for a re-run to resume (documents never reached are not
+    listed).
     """
 
     done: tuple[str, ...]
@@ -129,7 +147,7 @@ class FolderSummary:
     out_dir: Path
     manifest_path: Path
     resumed: tuple[str, ...] = ()
-    ignored: tuple[str, ...] = ()
+    ignored: tuple[IgnoredFile, ...] = ()
     copied: tuple[tuple[str, str], ...] = ()
     interrupted: bool = False
     pending: tuple[str, ...] = ()
@@ -145,9 +163,10 @@ class FolderSummary:
         return len(self.done) + len(self.failed) + len(self.skipped)
 
     def __str__(self) -> str:
+        ignored = f", {len(self.ignored)} ignored" if self.ignored else ""
         text = (
-            f"{len(self.done)} done, {len(self.failed)} failed, {len(self.skipped)} skipped, "
-            f"{self.pages} pages in {self.elapsed:.1f}s"
+            f"{len(self.done)} done, {len(self.failed)} failed, {len(self.skipped)} skipped"
+            f"{ignored}, {self.pages} pages in {self.elapsed:.1f}s"
         )
         if self.copied:
             text += f" ({len(self.copied)} identical to another document, paid once)"
@@ -279,7 +298,19 @@ class FolderEntry:
 
 
 def _supported(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in SUPPORTED_EXTENSIONS
+    return file_type_for(name) is not None
+
+
+# Common spellings of supported types that Datalab's list does not name: the reason says so.
+_ALIASES = {".htm": ".html", ".tif": ".tiff"}
+
+
+def _unsupported_reason(name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    if not ext:
+        return "unsupported type (no extension)"
+    alias = _ALIASES.get(ext)
+    return f"unsupported type {ext} (rename it {alias})" if alias else f"unsupported type {ext}"
 
 
 def _matches(relative: str, pattern: str | None) -> bool:
@@ -295,13 +326,15 @@ def walk_folder(
     pattern: str | None = None,
     recursive: bool = True,
     exclude: Sequence[Path] = (),
-    ignored: list[str] | None = None,
+    ignored: list[IgnoredFile] | None = None,
 ) -> Iterator[FolderEntry]:
-    """Supported documents under ``root`` in sorted order, read lazily.
+    """Supported documents (the 21 extensions of ``FILE_TYPES``) under ``root`` in sorted
+    order, read lazily.
 
-    Symlinked files are taken only when their target is inside ``root``; symlinked folders are
-    never entered (no escapes, no cycles). ``exclude``: folders to leave out (the output folder
-    when it sits inside the input). Files left out for those reasons are appended to ``ignored``.
+    Symlinked files are taken only when their target is a file inside ``root``; symlinked
+    folders are never entered (no escapes, no cycles). ``exclude``: folders to leave out (the
+    output folder when it sits inside the input). Every file left out (that ``pattern``
+    matches) and every folder that cannot be listed is appended to ``ignored`` with its reason.
     """
     real_root = Path(os.path.realpath(root))
     excluded = {os.path.realpath(p) for p in exclude}
@@ -309,13 +342,16 @@ def walk_folder(
     # paths in sorted order (by component) while holding one listing per level only.
     stack: list[tuple[Iterator[os.DirEntry[str]], str]] = []
 
+    def ignore(relative: str, reason: str) -> None:
+        if ignored is not None:
+            ignored.append(IgnoredFile(relative, reason))
+
     def enter(folder: str, prefix: str) -> None:
         try:
             with os.scandir(folder) as it:
                 listing = sorted(it, key=lambda e: e.name)
         except OSError:
-            if ignored is not None:
-                ignored.append(prefix.rstrip("/") or ".")
+            ignore(prefix.rstrip("/") or ".", "unreadable folder")
             return
         stack.append((iter(listing), prefix))
 
@@ -334,22 +370,61 @@ def walk_folder(
                 if recursive and os.path.realpath(entry.path) not in excluded:
                     enter(entry.path, relative + "/")
                 continue
+            if not _matches(relative, pattern):
+                continue
             if entry.is_symlink():
                 target = os.path.realpath(entry.path)
-                if not inside(real_root, Path(target)) or not os.path.isfile(target):
-                    if _supported(entry.name) and ignored is not None:
-                        ignored.append(relative)
+                if not inside(real_root, Path(target)):
+                    ignore(relative, "symlink leads outside the folder")
+                    continue
+                if not os.path.isfile(target):
+                    folder = os.path.isdir(target)
+                    ignore(relative, "symlinked folder (not followed)" if folder else "broken link")
                     continue
             elif not stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                ignore(relative, "not a regular file")
                 continue
         except OSError:
+            ignore(relative, "unreadable file")
             continue
         if not _supported(entry.name):
-            if ignored is not None and _matches(relative, pattern):
-                ignored.append(relative)
+            ignore(relative, _unsupported_reason(entry.name))
             continue
-        if _matches(relative, pattern):
-            yield FolderEntry(relative, Path(entry.path))
+        yield FolderEntry(relative, Path(entry.path))
+
+
+def ignored_list_path(listing: Path) -> Path:
+    """Where the files a listing left out are kept, beside the listing (Temporal runs)."""
+    return listing.with_name(f"{listing.name}.ignored.jsonl")
+
+
+def write_ignored(path: Path, ignored: Sequence[IgnoredFile]) -> None:
+    """Write ``ignored`` as JSON lines to ``path`` (replaced in one step; removed when empty).
+    Blocking."""
+    if not ignored:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    lines = "".join(
+        json.dumps({"r": i.relative, "why": i.reason}, ensure_ascii=False) + "\n" for i in ignored
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(lines, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_ignored(path: Path) -> tuple[IgnoredFile, ...]:
+    """What :func:`write_ignored` wrote (nothing when the file is missing or unreadable)."""
+    found: list[IgnoredFile] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    record = json.loads(line)
+                    found.append(IgnoredFile(str(record["r"]), str(record["why"])))
+    except OSError:
+        return ()
+    return tuple(found)
 
 
 # -- fingerprints ----------------------------------------------------------------------------
@@ -625,7 +700,7 @@ def unique_entries(
     pattern: str | None,
     recursive: bool,
     exclude: Sequence[Path],
-    ignored: list[str],
+    ignored: list[IgnoredFile],
 ) -> Iterator[FolderEntry]:
     """Entries for several files and folders: folders keep their name as the first component
     (a single folder is laid out relative to itself), files their own name; repeats get ~N."""

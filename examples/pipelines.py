@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from datalab_async import (
+    FILE_TYPES,
     AsyncDatalabClient,
     DatalabError,
     ExecutionStatusChanged,
@@ -29,7 +30,6 @@ from datalab_async import (
 from datalab_async.local import LocalDatalab
 
 HERE = Path(__file__).resolve().parent
-SUPPORTED = {".pdf", ".docx", ".pptx", ".png", ".jpg", ".jpeg", ".webp"}
 INVOICE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -52,7 +52,7 @@ async def connect(remote: bool) -> AsyncIterator[AsyncDatalabClient]:
 
 
 def list_documents(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FILE_TYPES)
 
 
 async def main(folder: Path, remote: bool) -> int:

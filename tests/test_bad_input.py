@@ -97,7 +97,7 @@ LOCAL_CASES: list[Any] = [
         run(file_path="@ok.pdf", file_url=URL), "more than one given", "file", id="path-and-url"
     ),
     pytest.param(
-        run(file=b"%PDF", filename="a.pdf", file_url=URL),
+        run(file=b"%PDF-1.7", filename="a.pdf", file_url=URL),
         "more than one",
         "file",
         id="bytes-and-url",
@@ -346,7 +346,7 @@ async def test_bad_api_key_on_run_is_not_retried(scripted: ScriptedServer) -> No
     await scripted.start()
     async with AsyncDatalabClient(api_key="sk-wrong", base_url=scripted.url, retry=FAST) as c:
         with pytest.raises(AuthenticationError, match="bad key"):
-            await c.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
+            await c.run_pipeline("pl_1", file=b"%PDF-1.7", filename="a.pdf")
     assert scripted.count("POST", "/api/v1/pipelines/pl_1/run") == 1
 
 
@@ -450,7 +450,7 @@ async def test_run_response_missing_execution_id(scripted: ScriptedServer) -> No
     await scripted.start()
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
         with pytest.raises(ResponseValidationError, match="execution_id") as info:
-            await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
+            await client.run_pipeline("pl_1", file=b"%PDF-1.7", filename="a.pdf")
     assert info.value.path is not None and "execution_id" in info.value.path
 
 

@@ -72,8 +72,9 @@ def test_run_local_demo_plain(
     code = main(["run", "demo", str(docs), "--out", str(out), "--local", "--plain"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert printed.count("done     ") == 6
-    assert "failed: 0" in printed and "ignored (type, symlink): 2" in printed
+    assert printed.count("done     ") == 7  # 3 PDFs, DOCX, PPTX, PNG, HTML
+    assert "failed: 0" in printed and "ignored: 1" in printed
+    assert "  ignored: invoice-0008.md: unsupported type .md" in printed
     extraction = json.loads((out / "invoice-0001.pdf" / "1_extract.json").read_text())
     assert extraction["extraction"]["invoice_number"] == "INV-0001"
     assert {"vendor", "date", "total"} <= set(extraction["extraction"])
@@ -96,11 +97,11 @@ def test_run_local_with_rich_summary_table(
 def test_run_exits_1_when_a_document_fails(
     docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (docs / "broken.pdf").write_bytes(b"not a pdf at all")
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.7 but not a pdf at all")
     code = main(["run", "convert", str(docs), "--out", str(tmp_path / "o"), "--local", "--plain"])
     printed = capsys.readouterr().out
     assert code == 1
-    assert "FAILED   broken.pdf" in printed and "not a PDF" in printed
+    assert "FAILED   broken.pdf" in printed and "could not read PDF" in printed
     assert "failed: 1" in printed
 
 
@@ -248,7 +249,7 @@ def test_watch_and_result(
 def test_watch_reports_a_failed_execution(
     remote: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "broken.pdf").write_bytes(b"garbage")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7 garbage")
     pipeline = remote.server.create_pipeline_sync(["convert"])
     out = tmp_path / "out"
     broken = str(tmp_path / "broken.pdf")
@@ -257,7 +258,8 @@ def test_watch_reports_a_failed_execution(
     execution_id = json.loads((out / MANIFEST_NAME).read_text().splitlines()[1])["execution_id"]
     assert main(["watch", execution_id, "--plain", *remote.flags()]) == 1
     printed = capsys.readouterr().out
-    assert "step 0 (convert): failed: not a PDF" in printed and printed.rstrip().endswith("failed")
+    assert "step 0 (convert): failed: could not read PDF" in printed
+    assert printed.rstrip().endswith("failed")
 
 
 def _tree(root: Path) -> Path:
@@ -340,7 +342,7 @@ def test_plain_progress_of_a_folder(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_run_json_summary(
     remote: ThreadedServer, docs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (docs / "broken.pdf").write_bytes(b"not a pdf at all")
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.7 but not a pdf at all")
     out = tmp_path / "out"
     pipeline = remote.server.create_pipeline_sync(["convert", "segment"])
     argv = ["run", pipeline, str(docs), "--out", str(out), "--json", *remote.flags()]
@@ -351,21 +353,22 @@ def test_run_json_summary(
     assert summary["pipeline_id"] == pipeline and summary["exit_code"] == 1
     assert summary["ok"] is False
     assert summary["counts"] == {
-        "done": 6,
+        "done": 7,
         "failed": 1,
         "skipped": 0,
         "resumed": 0,
-        "ignored": 2,
-        "total": 7,
+        "ignored": 1,
+        "total": 8,
     }
     (failed,) = summary["failed"]
-    assert failed["document"] == "broken.pdf" and "not a PDF" in failed["reason"]
+    assert failed["document"] == "broken.pdf" and "could not read PDF" in failed["reason"]
     assert failed["execution_id"].startswith("pex_")
     done = {d["document"]: d for d in summary["done"]}
     assert done["invoice-0003.pdf"]["pages"] == 3
     assert all(d["execution_id"].startswith("pex_") for d in done.values())
     assert summary["pages"] == sum(d["pages"] for d in done.values())
-    assert {i["reason"] for i in summary["ignored"]} == {"unsupported file type"}
+    assert summary["ignored"] == [{"document": "invoice-0008.md", "reason": "unsupported type .md"}]
+    assert summary["ignored_more"] == 0
     assert summary["out_dir"] == str(out.resolve())
     assert summary["manifest"] == str(out.resolve() / MANIFEST_NAME)
     assert summary["elapsed"] > 0
@@ -374,10 +377,10 @@ def test_run_json_summary(
     assert main([*argv, "--progress", "plain"]) == 1
     captured = capsys.readouterr()
     again = json.loads(captured.out)
-    assert again["counts"]["skipped"] == 6 and again["counts"]["done"] == 0
+    assert again["counts"]["skipped"] == 7 and again["counts"]["done"] == 0
     skipped = {d["document"]: d["execution_id"] for d in again["skipped"]}
     assert skipped["invoice-0003.pdf"] == done["invoice-0003.pdf"]["execution_id"]
-    assert "found 7 documents" in captured.err  # progress went to stderr
+    assert "found 8 documents" in captured.err  # progress went to stderr
 
 
 def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import pytest
 
-from datalab_async import FolderEvent
+from datalab_async import FolderEvent, IgnoredFile
 from datalab_async._cli.progress import (
     NullDisplay,
     PlainDisplay,
@@ -20,7 +20,7 @@ from datalab_async._cli.progress import (
     make_display,
     step_label,
 )
-from datalab_async._cli.summary import RunRecord, ignored_reason, summary_json
+from datalab_async._cli.summary import RunRecord, summary_json
 from datalab_async._folder_manifest import FolderOutcome, FolderSummary
 from datalab_async._models import ExecutionStatus, PipelineExecution, PipelineStep, StepStatus
 
@@ -238,7 +238,10 @@ def test_summary_json_joins_the_summary_with_what_the_events_said(tmp_path: Path
         out_dir=tmp_path,
         manifest_path=tmp_path / "m.jsonl",
         resumed=("a.pdf",),
-        ignored=("notes.txt", "link.pdf"),
+        ignored=(
+            IgnoredFile("notes.txt", "unsupported type .txt"),
+            IgnoredFile("link.pdf", "symlink leads outside the folder"),
+        ),
     )
     document: dict[str, Any] = json.loads(json.dumps(summary_json(summary, record, extra=1)))
     assert document["extra"] == 1 and document["ok"] is False
@@ -255,11 +258,11 @@ def test_summary_json_joins_the_summary_with_what_the_events_said(tmp_path: Path
         {"document": "b.pdf", "execution_id": None, "reason": "TimeoutError"}
     ]
     assert document["skipped"] == [{"document": "c.pdf", "execution_id": "pex_c"}]
-    assert [i["reason"] for i in document["ignored"]] == [
-        ignored_reason("notes.txt"),
-        ignored_reason("link.pdf"),
+    assert document["ignored"] == [
+        {"document": "notes.txt", "reason": "unsupported type .txt"},
+        {"document": "link.pdf", "reason": "symlink leads outside the folder"},
     ]
-    assert ignored_reason("notes.txt") == "unsupported file type"
+    assert document["ignored_more"] == 0
     assert document["docs_per_second"] == 1.0 and document["elapsed"] == 2.0
     assert document["out_dir"] == str(tmp_path)
     assert document["manifest"] == str(tmp_path / "m.jsonl")

@@ -17,6 +17,7 @@ from datalab_async import (
     AsyncDatalabClient,
     FolderEvent,
     FolderSummary,
+    IgnoredFile,
     InvalidInputError,
     PollPolicy,
 )
@@ -182,10 +183,14 @@ def test_walk_folder_order_filters_and_symlinks(tmp_path: Path) -> None:
     (root / "escape.pdf").symlink_to(outside / "secret.pdf")
     (root / "alias.pdf").symlink_to(root / "z.pdf")
     (root / "linked-dir").symlink_to(outside, target_is_directory=True)
-    ignored: list[str] = []
+    ignored: list[IgnoredFile] = []
     found = [e.relative for e in walk_folder(root, ignored=ignored)]
     assert found == ["a.docx", "alias.pdf", "b/c.png", "b/d.pdf", "z.pdf"]
-    assert sorted(ignored) == ["escape.pdf", "notes.txt"]
+    assert sorted((i.relative, i.reason) for i in ignored) == [
+        ("escape.pdf", "symlink leads outside the folder"),
+        ("linked-dir", "symlink leads outside the folder"),
+        ("notes.txt", "unsupported type .txt"),
+    ]
     assert [e.relative for e in walk_folder(root, recursive=False)] == [
         "a.docx",
         "alias.pdf",
@@ -268,7 +273,7 @@ async def test_process_folder_writes_results_and_a_summary(
     assert isinstance(summary, FolderSummary)
     assert sorted(summary.done) == relatives
     assert summary.failed == () and summary.skipped == () and summary.ok
-    assert summary.ignored == ("readme.txt",)
+    assert summary.ignored == (IgnoredFile("readme.txt", "unsupported type .txt"),)
     assert summary.pages >= 7
     assert summary.out_dir == out.resolve()
     assert summary.manifest_path == out.resolve() / MANIFEST_NAME
@@ -404,19 +409,22 @@ async def test_failed_documents_are_reported_with_reasons_and_retried(
 ) -> None:
     src, out = tmp_path / "docs", tmp_path / "out"
     make_docs(src, 2)
-    (src / "broken.pdf").write_bytes(b"this is not a PDF")
+    (src / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not a PDF")
     (src / "empty.pdf").write_bytes(b"")
+    (src / "fake.pdf").write_bytes(b"this is not a PDF")
     pipeline = server.create_pipeline_sync(["convert"])
     async with client_for(server) as client:
         summary = await client.process_folder(src, pipeline, out)
         assert len(summary.done) == 2 and not summary.ok
         reasons = {o.relative: o.reason for o in summary.failed}
-        assert set(reasons) == {"broken.pdf", "empty.pdf"}
-        assert "failed" in reasons["broken.pdf"] and "not a PDF" in reasons["broken.pdf"]
+        assert set(reasons) == {"broken.pdf", "empty.pdf", "fake.pdf"}
+        assert "failed" in reasons["broken.pdf"] and "could not read PDF" in reasons["broken.pdf"]
         assert "empty" in reasons["empty.pdf"]
-        assert server.stats()["executions_created"] == 3  # the empty file never left
+        assert "content looks like text" in reasons["fake.pdf"]
+        # The empty file and the one that is not what its name says never left.
+        assert server.stats()["executions_created"] == 3
         failed = {r["path"]: r for r in manifest_events(out) if r["event"] == "failed"}
-        assert set(failed) == {"broken.pdf", "empty.pdf"}
+        assert set(failed) == {"broken.pdf", "empty.pdf", "fake.pdf"}
         # A re-run retries the failures only.
         again = await client.process_folder(src, pipeline, out)
     assert len(again.skipped) == 2 and {o.relative for o in again.failed} == set(reasons)
@@ -434,7 +442,11 @@ async def test_symlink_out_of_the_folder_is_not_sent(server: LocalDatalab, tmp_p
     pipeline = server.create_pipeline_sync(["convert"])
     async with client_for(server) as client:
         summary = await client.process_folder(src, pipeline, out)
-    assert len(summary.done) == 1 and summary.ignored == ("link.pdf",)
+    assert len(summary.done) == 1
+    assert [(i.relative, i.reason) for i in summary.ignored] == [
+        ("link.pdf", "symlink leads outside the folder"),
+        ("linked", "symlink leads outside the folder"),
+    ]
     assert server.stats()["executions_created"] == 1
     assert not (out / "link.pdf").exists()
 
@@ -543,5 +555,7 @@ def test_summary_is_frozen_and_readable(tmp_path: Path) -> None:
     )
     assert not summary.ok and summary.total == 2
     assert str(summary) == "1 done, 1 failed, 0 skipped, 3 pages in 1.5s"
+    noted = attrs.evolve(summary, ignored=(IgnoredFile("n.txt", "unsupported type .txt"),))
+    assert str(noted) == "1 done, 1 failed, 0 skipped, 1 ignored, 3 pages in 1.5s"
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         summary.pages = 4  # type: ignore[misc]

@@ -23,6 +23,7 @@ EXECUTION = {
     "status": "pending",
     "steps": [],
 }
+PNG = b"\x89PNG\r\n\x1a\n..."
 PIPELINE = {"pipeline_id": "pl_1", "id": 7, "steps": [{"type": "convert", "settings": {}}]}
 
 
@@ -100,10 +101,10 @@ async def test_run_pipeline_with_url_omits_version(client: AsyncDatalabClient) -
 async def test_run_pipeline_with_bytes(client: AsyncDatalabClient) -> None:
     with aioresponses() as m:
         m.post(f"{BASE}/api/v1/pipelines/pl_1/run", payload=EXECUTION)
-        await client.run_pipeline("pl_1", file=b"\x89PNG...", filename="dir/scan.png")
+        await client.run_pipeline("pl_1", file=PNG, filename="dir/scan.png")
         _, kwargs = only_call(m, "POST")
     filename, ctype, value = form_fields(kwargs)["file"]
-    assert (filename, ctype, value) == ("scan.png", "image/png", b"\x89PNG...")
+    assert (filename, ctype, value) == ("scan.png", "image/png", PNG)
 
 
 GETS: list[tuple[str, tuple[Any, ...], dict[str, Any], str, Any]] = [

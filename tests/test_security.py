@@ -178,7 +178,7 @@ async def test_key_never_in_repr_debug_logs_exceptions_or_tracebacks(
             caught.append(info.value)
         assert (await client.get_pipeline_execution("pex_503")).execution_id == "pex_503"
         with pytest.raises(ValidationError) as v_info:
-            await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
+            await client.run_pipeline("pl_1", file=b"%PDF-1.7", filename="a.pdf")
         caught.append(v_info.value)
         # The key is only ever a per-request header, never a session default that would ride
         # along on other requests made with the same session.
@@ -773,7 +773,7 @@ async def test_symlinks_out_of_the_input_folder_are_not_followed(
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
         summary = await client.process_folder(src, "pl_1", out)
     assert sorted(summary.done) == ["inside.pdf", "mine.pdf"]
-    assert "leak.pdf" in summary.ignored
+    assert "leak.pdf" in {i.relative for i in summary.ignored}
     # inside.pdf has mine.pdf's content: submitted once, its results copied.
     assert summary.copied == (("mine.pdf", "inside.pdf"),)
     assert len(uploads) == 1 and not any(b"TOP-SECRET" in body for body in uploads)

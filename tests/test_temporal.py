@@ -25,7 +25,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from datalab_async import AsyncDatalabClient
+from datalab_async import AsyncDatalabClient, IgnoredFile
+from datalab_async._folder_manifest import ignored_list_path, read_ignored
 from datalab_async.local import Knobs, LocalDatalab
 from datalab_async.local.samples import make_pdf
 from datalab_async.temporal import (
@@ -268,6 +269,7 @@ async def test_cli_reports_a_failing_document_and_a_restart_attaches(
         pipeline = server.create_pipeline_sync(["convert"])
         make_documents(tmp_path / "in", 8)
         (tmp_path / "in" / "broken.pdf").write_bytes(b"this is not a PDF")
+        (tmp_path / "in" / "notes.txt").write_text("left out")
         workers.start(server, queue)
         command = [sys.executable, "-m", "datalab_async", "temporal", "run", pipeline]
         command += [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--plain"]
@@ -297,22 +299,25 @@ async def test_cli_reports_a_failing_document_and_a_restart_attaches(
         text = stdout.decode()
         assert second.returncode == 1, (text, stderr.decode())
         assert "done: 8" in text and "failed: 1" in text
-        assert "broken.pdf" in text and "not a PDF" in text
+        assert "broken.pdf" in text and "content looks like text" in text  # refused locally
+        assert "ignored: notes.txt: unsupported type .txt" in text
         # The total is printed once, not at every progress query (issue 20).
         assert text.count("found 9 documents") == 1, text
         assert len(results_on_disk(tmp_path / "out")) == 8
         stats = server.stats()
-        assert stats["executions_created"] == 9  # attached: nothing submitted twice
+        # Attached: nothing submitted twice (and broken.pdf never left: it is not a PDF).
+        assert stats["executions_created"] == 8
         assert stats["run_submissions_by_digest_duplicates"] == 0
 
         # Once it has finished, the same command runs again: the 8 finished documents are
-        # skipped (by their state beside the results), only the failed one is tried again.
+        # skipped (by their state beside the results), only the failed one is tried again
+        # (and refused locally again: it is still not a PDF).
         third = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
         stdout, _ = await asyncio.wait_for(third.communicate(), 60)
         text = stdout.decode()
         assert third.returncode == 1 and "failed: 1" in text, text
         assert "skipped (done before): 8" in text, text
-        assert server.stats()["executions_created"] == 10
+        assert server.stats()["executions_created"] == 8
 
 
 async def test_cli_ctrl_c_stops_following_and_the_same_command_finishes_the_rest(
@@ -611,6 +616,10 @@ async def test_listing_is_written_once_and_read_page_by_page(
         )
         assert (listing.total, listing.ignored) == (7, 1)
         assert Path(listing.path).parent == tmp_path / "out" / ".datalab-temporal"
+        # The files left out, with their reason, for `temporal run`'s summary.
+        assert read_ignored(ignored_list_path(Path(listing.path))) == (
+            IgnoredFile("notes.txt", "unsupported type .txt"),
+        )
         seen, offset = [], 0
         while True:
             page = await env.run(activities.read_page, PageInput(listing.path, offset, 3))

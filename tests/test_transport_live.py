@@ -38,6 +38,7 @@ async def test_large_upload_streams_from_disk(scripted: ScriptedServer, tmp_path
     size = 120 * 1024 * 1024
     big = tmp_path / "big.pdf"
     with big.open("wb") as f:
+        f.write(b"%PDF-1.7\n")
         f.truncate(size)
     received = {"bytes": 0, "filename": None}
 
@@ -111,7 +112,7 @@ async def test_run_post_500_is_not_resent_when_the_check_cannot_be_made(
     await scripted.start()
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=FAST) as client:
         with pytest.raises(AmbiguousSubmissionError, match="boom inside") as info:
-            await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
+            await client.run_pipeline("pl_1", file=b"%PDF-1.7", filename="a.pdf")
     cause = info.value.__cause__
     assert isinstance(cause, ServerError) and cause.status_code == 500
     assert cause.method == "POST" and info.value.execution_ids == ()
@@ -129,7 +130,7 @@ async def test_run_post_500_with_nothing_created_is_resent(scripted: ScriptedSer
     )
     await scripted.start()
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=FAST) as client:
-        execution = await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
+        execution = await client.run_pipeline("pl_1", file=b"%PDF-1.7", filename="a.pdf")
     assert execution.execution_id == "pex_9"
     assert scripted.count("POST", RUN) == 2
 
@@ -147,7 +148,7 @@ async def test_run_post_500_with_an_unknown_execution_is_ambiguous(
     await scripted.start()
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url, retry=FAST) as client:
         with pytest.raises(AmbiguousSubmissionError, match="pex_other") as info:
-            await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf")
+            await client.run_pipeline("pl_1", file=b"%PDF-1.7", filename="a.pdf")
     assert info.value.execution_ids == ("pex_other",)
     assert info.value.pipeline_id == "pl_1"
     assert scripted.count("POST", RUN) == 1
@@ -193,7 +194,7 @@ async def test_422_detail_reaches_str(scripted: ScriptedServer) -> None:
     await scripted.start()
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
         with pytest.raises(ValidationError) as info:
-            await client.run_pipeline("pl_1", file=b"%PDF", filename="a.pdf", page_range="0")
+            await client.run_pipeline("pl_1", file=b"%PDF-1.7", filename="a.pdf", page_range="0")
     assert "body.page_range: Invalid page range" in str(info.value)
     assert info.value.detail == detail and KEY not in str(info.value)
 

@@ -7,18 +7,19 @@ to a :class:`RunRecord` as they come, then call :func:`print_summary` or :func:`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._folder_manifest import FolderSummary
-from .._protocol.validation import SUPPORTED_EXTENSIONS
 from .progress import format_duration
 
 if TYPE_CHECKING:
     from .._client.folder import FolderEvent
 
-__all__ = ["RunRecord", "ignored_reason", "print_summary", "summary_json", "summary_rows"]
+__all__ = ["IGNORED_SHOWN", "RunRecord", "print_summary", "summary_json", "summary_rows"]
+
+#: Ignored files named one by one in a summary; the rest are counted ("… N more").
+IGNORED_SHOWN = 20
 
 
 class RunRecord:
@@ -37,11 +38,8 @@ class RunRecord:
             self.pages[event.relative] = event.pages
 
 
-def ignored_reason(relative: str) -> str:
-    """Why the walk left a file out: its type, or else where it leads (symlink, unreadable)."""
-    if os.path.splitext(relative)[1].lower() not in SUPPORTED_EXTENSIONS:
-        return "unsupported file type"
-    return "symlink leading out of the folder, or unreadable"
+def _more_ignored(summary: FolderSummary) -> int:
+    return max(0, len(summary.ignored) - IGNORED_SHOWN)
 
 
 def _rate(summary: FolderSummary) -> float:
@@ -63,7 +61,7 @@ def summary_rows(summary: FolderSummary) -> list[tuple[str, str]]:
     if summary.interrupted:
         rows.append(("interrupted: to resume", str(len(summary.pending))))
     if summary.ignored:
-        rows.append(("ignored (type, symlink)", str(len(summary.ignored))))
+        rows.append(("ignored", str(len(summary.ignored))))
     rows += [
         ("pages", str(summary.pages)),
         ("time", f"{format_duration(summary.elapsed)} ({_rate(summary):.1f} docs/s)"),
@@ -81,6 +79,10 @@ def print_summary(summary: FolderSummary, stream: TextIO, console: Any = None) -
             print(f"{name:>22}: {value}", file=stream)
         for outcome in summary.failed:
             print(f"  failed: {outcome.relative}: {outcome.reason}", file=stream)
+        for ignored in summary.ignored[:IGNORED_SHOWN]:
+            print(f"  ignored: {ignored.relative}: {ignored.reason}", file=stream)
+        if more := _more_ignored(summary):
+            print(f"  ignored: … {more} more", file=stream)
         stream.flush()
         return
     from rich.table import Table
@@ -98,15 +100,30 @@ def print_summary(summary: FolderSummary, stream: TextIO, console: Any = None) -
         for outcome in summary.failed:
             failures.add_row(outcome.relative, outcome.reason)
         console.print(failures)
+    if summary.ignored:
+        from rich.text import Text
+
+        left_out = Table(title="Ignored files", title_justify="left")
+        left_out.add_column("file", style="yellow")
+        left_out.add_column("reason")
+        for item in summary.ignored[:IGNORED_SHOWN]:
+            left_out.add_row(Text(item.relative), Text(item.reason))  # Text: no markup parsing
+        if more := _more_ignored(summary):
+            left_out.add_row(Text(f"… {more} more"), "")
+        console.print(left_out)
 
 
 def summary_json(summary: FolderSummary, record: RunRecord, **extra: Any) -> dict[str, Any]:
-    """The summary as a JSON-ready dict (``extra`` keys, e.g. ``pipeline_id``, come first)::
+    """The summary as a JSON-ready dict (``extra`` keys, e.g. ``pipeline_id``, come first).
+
+    ``ignored`` names the first :data:`IGNORED_SHOWN` files left out with their reason,
+    ``ignored_more`` counts the rest (``counts.ignored`` is the total)::
 
     {"ok": false, "counts": {"done": 5, "failed": 1, ...},
      "done": [{"document": "a.pdf", "execution_id": "pex_..", "pages": 3}, ...],
      "failed": [{"document": "b.pdf", "reason": "...", "execution_id": "pex_.." | null}],
-     "skipped": [...], "resumed": [...], "ignored": [{"document": .., "reason": ..}],
+     "skipped": [...], "resumed": [...],
+     "ignored": [{"document": .., "reason": ..}], "ignored_more": 0,
      "pages": 14, "elapsed": 3.21, "docs_per_second": 1.87,
      "out_dir": "/abs/out", "manifest": "/abs/out/.datalab-manifest.jsonl"}
     """
@@ -140,7 +157,10 @@ def summary_json(summary: FolderSummary, record: RunRecord, **extra: Any) -> dic
         "copied": [{"document": r, "same_as": source} for r, source in summary.copied],
         "interrupted": summary.interrupted,
         "pending": [doc(r) for r in summary.pending],
-        "ignored": [{"document": r, "reason": ignored_reason(r)} for r in summary.ignored],
+        "ignored": [
+            {"document": i.relative, "reason": i.reason} for i in summary.ignored[:IGNORED_SHOWN]
+        ],
+        "ignored_more": _more_ignored(summary),
         "pages": summary.pages,
         "elapsed": round(summary.elapsed, 3),
         "docs_per_second": round(_rate(summary), 3),

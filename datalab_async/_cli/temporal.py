@@ -397,9 +397,10 @@ def _folder_summary(result: BulkRunResult, done_names: list[str]) -> FolderSumma
     """The workflow's result as a ``FolderSummary`` for the ``run`` displays.
 
     The workflow keeps counts, not every name: names this command did not see as events
-    (earlier attach, events it missed) show as ``...``. The "manifest" row is the listing.
+    (earlier attach, events it missed) show as ``...``. The "manifest" row is the listing; the
+    files its walk left out are read from beside it.
     """
-    from .._folder_manifest import FolderOutcome, FolderSummary
+    from .._folder_manifest import FolderOutcome, FolderSummary, ignored_list_path, read_ignored
 
     done = done_names[: result.done] + ["..."] * max(0, result.done - len(done_names))
     failures = list(result.failures)
@@ -417,6 +418,7 @@ def _folder_summary(result: BulkRunResult, done_names: list[str]) -> FolderSumma
         elapsed=result.elapsed,
         out_dir=Path(result.out_dir),
         manifest_path=Path(result.listing or result.out_dir),
+        ignored=read_ignored(ignored_list_path(Path(result.listing))) if result.listing else (),
     )
 
 

@@ -35,6 +35,7 @@ from .._folder_manifest import (
     FolderEntry,
     FolderOutcome,
     FolderSummary,
+    IgnoredFile,
     Manifest,
     config_fingerprint,
     copy_results,
@@ -85,7 +86,7 @@ class _Tally:
     failed: list[FolderOutcome] = attrs.field(factory=list)
     skipped: list[str] = attrs.field(factory=list)
     resumed: list[str] = attrs.field(factory=list)
-    ignored: list[str] = attrs.field(factory=list)
+    ignored: list[IgnoredFile] = attrs.field(factory=list)
     copied: list[tuple[str, str]] = attrs.field(factory=list)
     pending: list[str] = attrs.field(factory=list)
     pages: int = 0

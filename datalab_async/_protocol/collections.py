@@ -66,8 +66,9 @@ def upload_part(
 ) -> FilePart:
     """The file to upload: checked on disk (exists, regular, non-empty, ≤ 200 MB, known type)
     and streamed from there on every attempt."""
-    p, size = check_file(path, allow_any_file_type=allow_any_file_type)
-    name = os.path.basename(filename) if filename else p.name
+    sent_as = os.path.basename(filename) if filename else None
+    p, size = check_file(path, allow_any_file_type=allow_any_file_type, name=sent_as)
+    name = sent_as if sent_as is not None else p.name
     if not name:
         raise InvalidInputError("filename must not be empty", field="filename")
     ctype = content_type or content_type_for(name)

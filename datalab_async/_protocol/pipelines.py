@@ -9,6 +9,8 @@ from typing import IO, Any
 from .._errors import InvalidInputError
 from .http import FilePart, Multipart, Request, RetryMode
 from .validation import (
+    HEAD_BYTES,
+    check_content,
     check_extension,
     check_file,
     content_type_for,
@@ -62,8 +64,9 @@ def file_part(
 ) -> FilePart:
     """The file part for an upload from a path, or from bytes / a stream with a filename."""
     if file_path is not None:
-        path, size = check_file(file_path, allow_any_file_type=allow_any_file_type)
-        name = filename or path.name
+        sent_as = os.path.basename(filename) if filename else None
+        path, size = check_file(file_path, allow_any_file_type=allow_any_file_type, name=sent_as)
+        name = sent_as or path.name
         return FilePart(field, name, content_type_for(name), path=path, size=size)
     if file is None:
         raise InvalidInputError("no file given", field="file")
@@ -76,14 +79,34 @@ def file_part(
         data = bytes(file)
         if not data:
             raise InvalidInputError("file is empty", field="file")
+        check_content(name, data[:HEAD_BYTES])
         return FilePart(field, name, ctype, data=data, size=len(data))
     if hasattr(file, "read") or hasattr(file, "__aiter__"):
+        head = _peek(file)
+        if head is not None:
+            check_content(name, head)
         return FilePart(field, name, ctype, stream=file)
     raise InvalidInputError(
         f"file must be bytes, a binary file object or an async iterable of bytes, not "
         f"{type(file).__name__}",
         field="file",
     )
+
+
+def _peek(file: object) -> bytes | None:
+    """The first bytes of a seekable binary file object, its position restored; None for a
+    stream that cannot be read twice (it is sent unchecked)."""
+    seekable = getattr(file, "seekable", None)
+    try:
+        if not callable(seekable) or not seekable():
+            return None
+        handle: IO[bytes] = file  # type: ignore[assignment]
+        position = handle.tell()
+        head = handle.read(HEAD_BYTES)
+        handle.seek(position)
+    except (OSError, ValueError):
+        return None
+    return head if isinstance(head, bytes) else None
 
 
 def run_pipeline(

@@ -251,6 +251,9 @@ async def _read_run_form(
                 if part.name == "file" and part.filename is not None:
                     name = PurePosixPath(part.filename.replace("\\", "/")).name or "document"
                     upload = (name, await _read_limited(part, max_bytes, too_large))
+                    context_of(request).stats.upload_received(
+                        part.headers.get("Content-Type", "(none)")
+                    )
                     continue
                 raw = await _read_limited(
                     part, _MAX_FORM_FIELD, ApiError(413, "Form field too large")

@@ -24,6 +24,7 @@ class Stats:
         self.executions_created = 0
         self.run_submissions_by_digest_duplicates = 0
         self.faults_injected: collections.Counter[str] = collections.Counter()
+        self.uploads_by_content_type: collections.Counter[str] = collections.Counter()
         self._seen_submissions: set[tuple[str, str, str]] = set()
 
     def request_started(self, endpoint: str) -> None:
@@ -48,6 +49,10 @@ class Stats:
         else:
             self._seen_submissions.add(key)
 
+    def upload_received(self, content_type: str) -> None:
+        """Count an uploaded run file by the Content-Type of its multipart part."""
+        self.uploads_by_content_type[content_type] += 1
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy of every counter."""
         return {
@@ -58,5 +63,6 @@ class Stats:
             "in_flight": self.in_flight,
             "executions_created": self.executions_created,
             "run_submissions_by_digest_duplicates": self.run_submissions_by_digest_duplicates,
+            "uploads_by_content_type": dict(self.uploads_by_content_type),
             "faults_injected": dict(self.faults_injected),
         }

@@ -45,12 +45,15 @@ from .._errors import (
 )
 from .._folder_manifest import (
     DocState,
+    IgnoredFile,
     config_fingerprint,
     count_pages,
     describe_error,
     execution_failure,
     fingerprint_file,
+    ignored_list_path,
     unique_entries,
+    write_ignored,
 )
 from .._models import ExecutionStatus, PipelineExecution
 from .._models.events import ExecutionStatusChanged
@@ -376,7 +379,7 @@ def _safe_name(name: str) -> str:
     return cleaned.strip(".") or "run"
 
 
-def _entries(job: ListInput, out: Path, ignored: list[str]) -> Iterator[PageEntry]:
+def _entries(job: ListInput, out: Path, ignored: list[IgnoredFile]) -> Iterator[PageEntry]:
     paths = [Path(s) for s in job.sources if not is_url(s)]
     if paths:
         missing = [str(p) for p in paths if not p.exists()]
@@ -418,7 +421,7 @@ def _write_listing(
     documents an earlier run finished (``state_of``). Blocking."""
     out.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    ignored: list[str] = []
+    ignored: list[IgnoredFile] = []
     total = skipped = 0
     config = config_fingerprint(job.pipeline_id or "", job.run_options)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -432,6 +435,7 @@ def _write_listing(
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 total += 1
         os.replace(tmp, target)
+        write_ignored(ignored_list_path(target), ignored)  # named by `temporal run`'s summary
     except InvalidInputError as err:
         raise ApplicationError(str(err), type="InvalidInputError", non_retryable=True) from None
     finally:

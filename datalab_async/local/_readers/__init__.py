@@ -1,13 +1,18 @@
 """Reading documents into pages of typed text blocks, for the local server's processors.
 
 One module per format: PDF (:mod:`._pdf`, text through pypdf), DOCX and PPTX (:mod:`._docx`,
-:mod:`._pptx` over the Office XML helpers in :mod:`._office`), HTML (:mod:`._html`), Markdown and
-plain text (:mod:`._text`), PNG/JPEG/WEBP/GIF images (:mod:`._images`, format and pixel size
-only). :mod:`._model` holds the document model and :mod:`._dispatch` picks the reader.
+:mod:`._pptx` over the zip and XML helpers in :mod:`._office`), XLSX/XLSM/XLTX (:mod:`._xlsx`),
+ODT/ODS/ODP (:mod:`._odf`), XLS through xlrd and the legacy DOC/PPT refusal (:mod:`._legacy`),
+CSV (:mod:`._csv`), EPUB (:mod:`._epub`, chapters through the HTML reader), HTML (:mod:`._html`),
+Markdown and plain text (:mod:`._text`), PNG/JPEG/WEBP/GIF/TIFF images (:mod:`._images`, format
+and pixel size only). :mod:`._model` holds the document model and :mod:`._dispatch` picks the
+reader.
 
-Pages: one per PDF page or PPTX slide; DOCX, HTML, Markdown and text split on explicit page
-breaks (``w:br w:type="page"``, CSS ``page-break-before/after``, form feeds) and are otherwise
-one page. Anything unreadable raises :class:`DocumentError` with a message for a user.
+Pages: one per PDF page, PPTX/ODP slide, XLSX/XLS/ODS sheet, EPUB chapter or TIFF image; DOCX,
+ODT, HTML, Markdown and text split on explicit page breaks (``w:br w:type="page"``, ODF
+``fo:break-before/after``, CSS ``page-break-before/after``, form feeds) and are otherwise one
+page; CSV and other images are one page. Anything unreadable raises :class:`DocumentError` with
+a message for a user (DOC and PPT always do: they are not readable offline).
 
 The same block parsers read our own converted output back (Markdown with page separators, HTML
 with ``<div class="page" data-page="N">``), which is how ``extract`` and ``segment`` reuse a

@@ -7,13 +7,18 @@ import posixpath
 import zipfile
 from collections.abc import Callable
 
+from ._csv import load_csv
 from ._docx import load_docx
+from ._epub import load_epub
 from ._html import load_html
 from ._images import load_image
+from ._legacy import load_legacy, load_xls
 from ._model import MAX_BYTES, DocumentError, SourceDocument
+from ._odf import load_odf
 from ._pdf import load_pdf
 from ._pptx import load_pptx
 from ._text import load_text
+from ._xlsx import load_xlsx
 
 __all__ = ["detect_kind", "load_document"]
 
@@ -21,6 +26,17 @@ _EXTENSIONS = {
     ".pdf": "pdf",
     ".docx": "docx",
     ".pptx": "pptx",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".xltx": "xlsx",
+    ".odt": "odt",
+    ".ods": "ods",
+    ".odp": "odp",
+    ".doc": "doc",
+    ".xls": "xls",
+    ".ppt": "ppt",
+    ".csv": "csv",
+    ".epub": "epub",
     ".html": "html",
     ".htm": "html",
     ".xhtml": "html",
@@ -33,6 +49,13 @@ _EXTENSIONS = {
     ".jpeg": "image",
     ".webp": "image",
     ".gif": "image",
+    ".tiff": "image",
+    ".tif": "image",
+}
+_ODF_KINDS = {
+    "application/vnd.oasis.opendocument.text": "odt",
+    "application/vnd.oasis.opendocument.spreadsheet": "ods",
+    "application/vnd.oasis.opendocument.presentation": "odp",
 }
 
 
@@ -44,21 +67,38 @@ def _sniff(data: bytes) -> str | None:
         return "image"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image"
+    if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "image"
     if data.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                names = set(archive.namelist())
-        except (zipfile.BadZipFile, ValueError, OSError):
-            return None
-        if "word/document.xml" in names:
-            return "docx"
-        if "ppt/presentation.xml" in names:
-            return "pptx"
+        return _sniff_zip(data)
+    return None
+
+
+def _sniff_zip(data: bytes) -> str | None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+            mimetype = archive.read("mimetype")[:100] if "mimetype" in names else b""
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+        return None
+    mime = mimetype.decode("ascii", "replace").strip()
+    if mime == "application/epub+zip":
+        return "epub"
+    if mime in _ODF_KINDS:
+        return _ODF_KINDS[mime]
+    for part, kind in (
+        ("word/document.xml", "docx"),
+        ("ppt/presentation.xml", "pptx"),
+        ("xl/workbook.xml", "xlsx"),
+    ):
+        if part in names:
+            return kind
     return None
 
 
 def detect_kind(filename: str, data: bytes) -> str:
-    """The document kind (pdf, docx, pptx, html, markdown, text, image) from name and content."""
+    """The document kind (pdf, docx, pptx, xlsx, odt, ods, odp, doc, xls, ppt, csv, epub,
+    html, markdown, text, image) from the name's extension, else sniffed from the content."""
     ext = posixpath.splitext(filename.lower())[1]
     kind = _EXTENSIONS.get(ext)
     if kind is not None:
@@ -68,8 +108,9 @@ def detect_kind(filename: str, data: bytes) -> str:
         return sniffed
     shown = ext or "(no extension)"
     raise DocumentError(
-        f"unsupported file type {shown} for {filename!r}: expected PDF, DOCX, PPTX, HTML, "
-        "Markdown, text, PNG, JPEG, WEBP or GIF"
+        f"unsupported file type {shown} for {filename!r}: expected PDF, an Office or "
+        "OpenDocument file (DOCX, XLSX, PPTX, ODT, ODS, ODP, DOC, XLS, PPT), CSV, EPUB, HTML, "
+        "Markdown, text or an image (PNG, JPEG, WEBP, GIF, TIFF)"
     )
 
 
@@ -77,6 +118,15 @@ _READERS: dict[str, Callable[[bytes], SourceDocument]] = {
     "pdf": load_pdf,
     "docx": load_docx,
     "pptx": load_pptx,
+    "xlsx": load_xlsx,
+    "odt": lambda data: load_odf(data, "odt"),
+    "ods": lambda data: load_odf(data, "ods"),
+    "odp": lambda data: load_odf(data, "odp"),
+    "doc": lambda data: load_legacy(data, "doc"),
+    "xls": load_xls,
+    "ppt": lambda data: load_legacy(data, "ppt"),
+    "csv": load_csv,
+    "epub": load_epub,
     "html": load_html,
     "markdown": lambda data: load_text(data, "markdown"),
     "text": lambda data: load_text(data, "text"),

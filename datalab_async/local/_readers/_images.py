@@ -1,6 +1,8 @@
-"""Images (PNG, JPEG, WEBP, GIF): format and pixel size read from the file's header.
+"""Images (PNG, JPEG, WEBP, GIF, TIFF): format and pixel size read from the file's header.
 
-No pixels are decoded: an image is one page holding one ``Picture`` block that describes it.
+No pixels are decoded: an image is one page holding one ``Picture`` block that describes it,
+except a multi-page TIFF (scans, faxes), which has one page per image in its chain of IFDs
+(walked with ``struct``, classic and BigTIFF). An animated GIF is one page.
 """
 
 from __future__ import annotations
@@ -8,13 +10,14 @@ from __future__ import annotations
 import struct
 import zlib
 
-from ._model import Block, DocumentError, ImageInfo, SourceDocument
+from ._model import MAX_PAGES, Block, DocumentError, ImageInfo, SourceDocument
 
 __all__ = ["image_info", "load_image"]
 
 
 def image_info(data: bytes) -> ImageInfo:
-    """Format and pixel size of a PNG, JPEG, WEBP or GIF, from its header."""
+    """Format and pixel size of a PNG, JPEG, WEBP, GIF or TIFF (its first page), from its
+    header."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         if len(data) < 33 or data[12:16] != b"IHDR" or struct.unpack(">I", data[8:12])[0] != 13:
             raise DocumentError("corrupt PNG: missing IHDR header")
@@ -29,7 +32,9 @@ def image_info(data: bytes) -> ImageInfo:
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
         width, height = struct.unpack("<HH", data[6:10])
         return _image("gif", width, height)
-    raise DocumentError("not a PNG, JPEG, WEBP or GIF image (unrecognised or corrupt header)")
+    if data[:4] in _TIFF_MAGIC:
+        return tiff_pages(data)[0]
+    raise DocumentError("not a PNG, JPEG, WEBP, GIF or TIFF image (unrecognised or corrupt header)")
 
 
 def _image(fmt: str, width: int, height: int) -> ImageInfo:
@@ -86,8 +91,57 @@ def _webp_info(data: bytes) -> ImageInfo:
     raise DocumentError("corrupt or truncated WEBP header")
 
 
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_TIFF_WIDTH, _TIFF_HEIGHT = 256, 257
+
+
+def tiff_pages(data: bytes) -> list[ImageInfo]:
+    """The size of each image (page) of a TIFF, following its chain of IFDs."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    # classic: 2-byte entry count, 12-byte entries, 4-byte offsets; BigTIFF: 8, 20 and 8.
+    count_fmt, entry_size, offset_fmt = ("Q", 20, "Q") if big else ("H", 12, "I")
+    try:
+        offset = struct.unpack_from(order + offset_fmt, data, 8 if big else 4)[0]
+        pages: list[ImageInfo] = []
+        seen: set[int] = set()
+        while offset and offset not in seen:
+            if len(pages) >= MAX_PAGES:
+                raise DocumentError(f"the TIFF has more than {MAX_PAGES} pages")
+            seen.add(offset)
+            (count,) = struct.unpack_from(order + count_fmt, data, offset)
+            start = offset + struct.calcsize(count_fmt)
+            if start + count * entry_size > len(data):
+                raise DocumentError("truncated TIFF: an image directory runs past the end")
+            size = {}
+            for n in range(count):
+                at = start + n * entry_size
+                tag, kind = struct.unpack_from(order + "HH", data, at)
+                if tag in (_TIFF_WIDTH, _TIFF_HEIGHT):
+                    value_at = at + (12 if big else 8)
+                    fmt = {3: "H", 4: "I", 16: "Q"}.get(kind)
+                    if fmt is None:
+                        raise DocumentError(f"corrupt TIFF: image size stored as type {kind}")
+                    size[tag] = struct.unpack_from(order + fmt, data, value_at)[0]
+            pages.append(_image("tiff", size.get(_TIFF_WIDTH, 0), size.get(_TIFF_HEIGHT, 0)))
+            offset = struct.unpack_from(order + offset_fmt, data, start + count * entry_size)[0]
+    except struct.error as err:
+        raise DocumentError("truncated or corrupt TIFF header") from err
+    if not pages:
+        raise DocumentError("corrupt TIFF: no image directory")
+    return pages
+
+
+def _describe(info: ImageInfo) -> Block:
+    return Block("Picture", f"{info.format.upper()} image, {info.width}x{info.height} pixels")
+
+
 def load_image(data: bytes) -> SourceDocument:
-    """An image as a one-page document whose block describes its format and size."""
+    """An image as a one-page document whose block describes its format and size (a TIFF: one
+    page per image it holds)."""
+    if data[:4] in _TIFF_MAGIC:
+        pages = tiff_pages(data)
+        return SourceDocument("image", len(pages), lambda i: (_describe(pages[i]),), image=pages[0])
     info = image_info(data)
-    block = Block("Picture", f"{info.format.upper()} image, {info.width}x{info.height} pixels")
+    block = _describe(info)
     return SourceDocument("image", 1, lambda _i: (block,), image=info)

@@ -9,6 +9,7 @@ __all__ = [
     "MAX_BYTES",
     "MAX_PAGES",
     "MAX_PART_BYTES",
+    "MAX_TABLE_CELLS",
     "Block",
     "DocumentError",
     "ImageInfo",
@@ -23,6 +24,8 @@ MAX_PAGES = 7000
 MAX_BYTES = 200 * 1024 * 1024
 #: Largest single part inflated from a DOCX/PPTX zip archive (zip bombs).
 MAX_PART_BYTES = 64 * 1024 * 1024
+#: Cells one sheet may spread into (rows x columns, gaps included): a bound on crafted sheets.
+MAX_TABLE_CELLS = 2_000_000
 
 
 class DocumentError(Exception):
@@ -50,7 +53,7 @@ class Page:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What an image file tells about itself: ``format`` (png, jpeg, webp, gif) and pixel size."""
+    """What an image file tells about itself: ``format`` (png, jpeg, webp, gif, tiff), size."""
 
     format: str
     width: int

@@ -1,4 +1,5 @@
-"""What DOCX and PPTX share: a size-checked zip package of XML parts and relationships.
+"""What the zip-based formats share (DOCX, PPTX, XLSX, the OpenDocument formats, EPUB): a
+size-checked zip package of XML parts, and the Office relationships.
 
 Parts are read with ``zipfile`` (each part's size capped against zip bombs) and parsed with
 ``xml.etree`` after refusing any DTD (no entity expansion). Only the XML parts a reader needs are
@@ -18,7 +19,19 @@ from io import BytesIO
 
 from ._model import MAX_PART_BYTES, DocumentError
 
-__all__ = ["A", "P", "R", "W", "core_title", "main_part", "open_zip", "part_xml", "relationships"]
+__all__ = [
+    "A",
+    "P",
+    "R",
+    "W",
+    "core_title",
+    "local_name",
+    "main_part",
+    "open_zip",
+    "part_bytes",
+    "part_xml",
+    "relationships",
+]
 
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
@@ -37,6 +50,16 @@ def open_zip(data: bytes, what: str) -> zipfile.ZipFile:
     if len(archive.infolist()) > 10000:
         raise DocumentError(f"{what} package has too many parts")
     return archive
+
+
+def local_name(tag: str) -> str:
+    """An element's tag without its ``{namespace}``."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def part_bytes(archive: zipfile.ZipFile, name: str, what: str) -> bytes | None:
+    """The bytes of part ``name`` (size-limited), or None when absent."""
+    return _read_part(archive, name, what)
 
 
 def _read_part(archive: zipfile.ZipFile, name: str, what: str) -> bytes | None:
