@@ -5,7 +5,7 @@ from ._client import AsyncDatalabClient
 from ._client.fanout import DocumentFailedError, DocumentOutcome, DocumentSource
 from ._client.folder import FolderEvent
 from ._client.watch import CompletedExecution
-from ._config import PollPolicy, RetryPolicy, Timeouts
+from ._config import PollPolicy, ResponseLimits, RetryPolicy, Timeouts
 from ._errors import (
     AmbiguousSubmissionError,
     APIConnectionError,
@@ -23,8 +23,10 @@ from ._errors import (
     QuotaExceededError,
     RateLimitError,
     RequestTooLargeError,
+    ResponseTooLargeError,
     ResponseValidationError,
     ServerError,
+    UnsafeRedirectError,
     UnsupportedMediaTypeError,
     ValidationError,
     WaitTimeoutError,
@@ -113,6 +115,8 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
+    "ResponseLimits",
+    "ResponseTooLargeError",
     "ResponseValidationError",
     "RetryPolicy",
     "ServerError",
@@ -120,6 +124,7 @@ __all__ = [
     "StepStatus",
     "StepStatusChanged",
     "Timeouts",
+    "UnsafeRedirectError",
     "UnsupportedMediaTypeError",
     "UploadedFile",
     "ValidationError",

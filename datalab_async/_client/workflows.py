@@ -46,7 +46,7 @@ from .._policy import RequestPolicy, check_concurrency, gather_bounded, poll_sta
 from .._protocol import workflows as proto
 from .._protocol.http import Request
 from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
-from .._transport import HTTPTransport
+from .._transport import BodyReader, HTTPTransport
 from ._base import BaseClient
 from ._paging import Listing
 
@@ -85,17 +85,15 @@ async def _write_atomically(
     # thread creates it would leak the descriptor and the file.
     fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.", suffix=".part")
     handle: IO[bytes] = os.fdopen(fd, "wb")
+    reader = BodyReader(transport, request, response)
     try:
+        reader.check_announced()
         buffer = bytearray()
         while True:
             try:
-                chunk = await response.content.read(_CHUNK)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                mapped = transport.connection_error(request, err) or APIConnectionError(
-                    f"reading the body of {request.operation} failed: {err}",
-                    method=request.method,
-                )
-                raise _ReadFailed(mapped) from err
+                chunk = await reader.chunk(_CHUNK)
+            except APIConnectionError as err:
+                raise _ReadFailed(err) from err.__cause__
             if chunk:
                 buffer += chunk
             if len(buffer) >= _FLUSH or (not chunk and buffer):
