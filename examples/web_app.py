@@ -14,8 +14,10 @@ Routes:
   GET  /                                 a small page (plain JavaScript, EventSource)
   POST /documents                        multipart, one part named "file" -> {"execution_id"}
                                          (the upload is streamed to the API as it arrives)
-  GET  /documents/{execution_id}/events  the execution's status as Server-Sent Events
+  GET  /documents/{execution_id}/events  the execution's status as Server-Sent Events (only
+                                         for documents uploaded here)
   POST /webhooks/datalab                 completion webhooks: wake the watches they concern
+                                         (mounted only with a webhook secret)
 
 One client serves every request for the app's lifetime (``client_context`` in
 ``app.cleanup_ctx``); a watch stops as soon as its browser tab goes away.
@@ -35,7 +37,7 @@ from pathlib import Path
 import attrs
 from aiohttp import web
 
-from datalab_async import AsyncDatalabClient, DatalabError, InvalidInputError, PollPolicy
+from datalab_async import AsyncDatalabClient, DatalabError, PollPolicy
 from datalab_async import web as dweb
 from datalab_async.local import LocalDatalab
 
@@ -67,7 +69,12 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def upload_document(request: web.Request) -> web.Response:
-    """Stream the ``file`` part straight into ``run_pipeline``: no temp file, no buffer."""
+    """Stream the ``file`` part straight into ``run_pipeline``: no temp file, no buffer.
+
+    ``multipart_file`` refuses other sites' pages, files over 200 MB and oversized forms;
+    ``error_response`` answers the user's mistakes with a 4xx and the API's message, and
+    keeps the API's URL out of the answer (it goes to the log).
+    """
     settings = request.app[SETTINGS]
     upload = await dweb.multipart_file(request, "file")
     try:
@@ -77,23 +84,20 @@ async def upload_document(request: web.Request) -> web.Response:
             filename=os.path.basename(upload.filename),
             webhook_url=settings.webhook_url,
         )
-    except InvalidInputError as err:
-        return web.json_response({"detail": str(err)}, status=400)
     except DatalabError as err:
-        return web.json_response({"detail": str(err)}, status=502)
+        return dweb.error_response(err, upload)
+    dweb.remember_execution(request, execution.execution_id)
     return web.json_response(
         {"execution_id": execution.execution_id, "status": str(execution.status)}
     )
 
 
 async def document_events(request: web.Request) -> web.StreamResponse:
-    """The execution's watch relayed as Server-Sent Events, then its results."""
-    frames = dweb.execution_sse_frames(
-        dweb.client_of(request),
-        request.match_info["execution_id"],
-        poll=request.app[SETTINGS].poll,
+    """The execution's watch relayed as Server-Sent Events, then its results: only for
+    documents this app uploaded, and a bounded number of streams at once."""
+    return await dweb.relay_execution(
+        request, request.match_info["execution_id"], poll=request.app[SETTINGS].poll
     )
-    return await dweb.send_sse(request, frames)
 
 
 def create_app(
@@ -104,14 +108,16 @@ def create_app(
     webhook_secret: str | None = None,
     poll: PollPolicy | None = None,
 ) -> web.Application:
-    """The application: one client for its lifetime, four routes."""
+    """The application: one client for its lifetime, four routes (the webhook route only with
+    a secret: without one, anybody could post to it; the watches then rely on polling)."""
     app = web.Application()
     app[SETTINGS] = Settings(pipeline_id, webhook_url, poll)
     app.cleanup_ctx.append(dweb.client_context(client_factory))
     app.router.add_get("/", index)
     app.router.add_post("/documents", upload_document)
     app.router.add_get("/documents/{execution_id}/events", document_events)
-    app.router.add_post("/webhooks/datalab", dweb.app_webhook_handler(secret=webhook_secret))
+    if webhook_secret is not None:
+        app.router.add_post("/webhooks/datalab", dweb.app_webhook_handler(secret=webhook_secret))
     return app
 
 
@@ -158,9 +164,10 @@ async def main(args: argparse.Namespace) -> int:
         app = create_app(factory, pipeline_id, webhook_secret=secret)
 
         def bound(port: int) -> None:
-            # The local server reaches us on loopback; the hosted API only at --public-url.
+            # The local server reaches us on loopback; the hosted API only at --public-url
+            # (and only with a secret: the webhook route is not mounted without one).
             base = public_url or (f"http://127.0.0.1:{port}" if offline else None)
-            if base is not None:
+            if base is not None and secret is not None:
                 app[SETTINGS].webhook_url = base.rstrip("/") + "/webhooks/datalab"
             print(f"serving http://{args.host}:{port}/ (pipeline {pipeline_id})", flush=True)
 

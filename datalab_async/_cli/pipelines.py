@@ -143,10 +143,11 @@ async def _list(args: argparse.Namespace) -> int:
             print("\t".join(row))
         print(f"{listing.total} pipelines")
         return EXIT_OK
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(*headers, title=f"{listing.total} pipelines", title_justify="left")
     for row in data:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # server text is not markup
     console.print(table)
     return EXIT_OK

@@ -14,12 +14,15 @@ class Subscription:
     """One watcher's interest in one execution. A notification sets it until the next ``clear``.
 
     A notification that arrives while the watcher is busy polling is kept, so the following
-    wait returns at once instead of sleeping through it.
+    wait returns at once instead of sleeping through it. A wait cut short by a notification
+    makes the next one run its full length: a flood of (possibly forged) notifications costs
+    at most one extra poll per poll interval.
     """
 
     def __init__(self, execution_id: str) -> None:
         self.execution_id = execution_id
         self._notified = False
+        self._woke_early = False
         self._waiter: asyncio.Future[None] | None = None
 
     @property
@@ -29,21 +32,28 @@ class Subscription:
     def set(self) -> None:
         self._notified = True
         if self._waiter is not None and not self._waiter.done():
+            self._woke_early = True
             self._waiter.set_result(None)
 
     def clear(self) -> None:
         self._notified = False
 
     async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - a sleep, not a deadline
-        """Sleep up to ``timeout`` seconds; True if woken by a notification."""
-        if self._notified:
+        """Sleep up to ``timeout`` seconds; True if woken by a notification (never twice in a
+        row: after an early wake-up the next wait sleeps its full ``timeout``)."""
+        honour = not self._woke_early
+        self._woke_early = False
+        if self._notified and honour:
+            self._woke_early = True
             return True
         if timeout <= 0 or math.isnan(timeout):
             return False
         # A bare future and a loop timer: this runs once per poll of every watched execution,
         # where a cancel scope or a task per sleep costs measurably more CPU.
         loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
+        waiter = loop.create_future()
+        if honour:
+            self._waiter = waiter
         timer = loop.call_later(timeout, _wake, waiter)
         try:
             await waiter

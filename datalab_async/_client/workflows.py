@@ -50,7 +50,7 @@ from .._transport import BodyReader, HTTPTransport
 from ._base import BaseClient
 from ._paging import Listing
 
-__all__ = ["WorkflowsMixin", "stream_to_file"]
+__all__ = ["WorkflowsMixin", "distinct_stems", "stream_to_file"]
 
 logger = logging.getLogger("datalab_async")
 
@@ -177,6 +177,20 @@ def _output_url(output: OutputRef) -> str:
         f"expected a WorkflowStepState or an output URL, not {type(output).__name__}",
         field="output",
     )
+
+
+def distinct_stems(stems: Sequence[str]) -> list[str]:
+    """``stems`` with repeats (ignoring case: some file systems do) suffixed ``~2``, ``~3``..."""
+    taken: set[str] = set()
+    result: list[str] = []
+    for stem in stems:
+        candidate, n = stem, 1
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{stem}~{n}"
+        taken.add(candidate.casefold())
+        result.append(candidate)
+    return result
 
 
 def _stem(output: OutputRef) -> str:
@@ -330,10 +344,13 @@ class WorkflowsMixin(BaseClient):
         step (``{unique_name}[.{file_key}].json``). Written to a temp file and renamed into
         place when complete.
         """
+        return await self._download_output(output, dest, _stem(output))
+
+    async def _download_output(
+        self, output: WorkflowStepState | str, dest: str | os.PathLike[str], stem: str
+    ) -> Path:
         request = proto.get_workflow_output(_output_url(output))
-        return await stream_to_file(
-            self._policy, request, dest, default_stem=_stem(output)
-        )
+        return await stream_to_file(self._policy, request, dest, default_stem=stem)
 
     @overload
     async def download_workflow_outputs(
@@ -366,15 +383,20 @@ class WorkflowsMixin(BaseClient):
         """Download every step output of ``execution`` into ``directory`` (created if needed),
         at most ``concurrency`` at a time. Keys are ``(unique_name, file_key)``.
 
-        The first failure cancels the rest and is raised, unless ``return_exceptions=True``.
+        Files are named as in ``download_workflow_output``; outputs whose names become the same
+        file name (``"x y"`` and ``"x_y"``, or names differing only in case) get ``~2``,
+        ``~3``... suffixes, so none overwrites another. The first failure cancels the rest and
+        is raised, unless ``return_exceptions=True``.
         """
         check_concurrency(concurrency)
         folder = Path(directory)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         outputs = execution.outputs
+        stems = distinct_stems([_stem(step) for step in outputs])
+        stem_of = {id(step): stem for step, stem in zip(outputs, stems, strict=True)}
 
         async def one(step: WorkflowStepState) -> Path:
-            return await self.download_workflow_output(step, folder)
+            return await self._download_output(step, folder, stem_of[id(step)])
 
         paths = await gather_bounded(
             outputs, one, concurrency=concurrency, return_exceptions=return_exceptions

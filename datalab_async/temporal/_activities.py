@@ -41,7 +41,13 @@ from .._errors import (
     RateLimitError,
     ServerError,
 )
-from .._folder_manifest import count_pages, describe_error, execution_failure, unique_entries
+from .._folder_manifest import (
+    count_pages,
+    describe_error,
+    execution_failure,
+    json_line,
+    unique_entries,
+)
 from .._models import ExecutionStatus, PipelineExecution
 from .._models.events import ExecutionStatusChanged
 from ._models import (
@@ -332,7 +338,7 @@ def _write_listing(job: ListInput, out: Path, target: Path) -> Listing:
         with open(tmp, "w", encoding="utf-8") as handle:
             for entry in _entries(job, out, ignored):
                 record = {"r": entry.relative, "s": entry.source, "u": entry.url}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.write(json_line(record))
                 total += 1
         os.replace(tmp, target)
     except InvalidInputError as err:
