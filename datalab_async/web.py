@@ -291,9 +291,14 @@ class FileUpload:
 def _http_error(
     status: type[web.HTTPException], detail: str, *, headers: Mapping[str, str] | None = None
 ) -> web.HTTPException:
-    return status(
-        text=json.dumps({"detail": detail}), content_type="application/json", headers=headers
-    )
+    body: dict[str, Any] = {
+        "text": json.dumps({"detail": detail}),
+        "content_type": "application/json",
+        "headers": headers,
+    }
+    if status is web.HTTPRequestEntityTooLarge:
+        return web.HTTPRequestEntityTooLarge(0, 0, **body)
+    return status(**body)
 
 
 _bad_request = _http_error
