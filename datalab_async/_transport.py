@@ -477,11 +477,14 @@ class BodyReader:
         else:
             self.max_bytes = None
         data = bytearray()
+        content = self._response.content
         while chunk := await self.chunk():
             data += chunk
             if truncate_at is not None and len(data) >= truncate_at:
                 del data[truncate_at:]
                 self._response.close()
+                break
+            if content.at_eof():  # the usual small answer: done without another read
                 break
         return bytes(data)
 

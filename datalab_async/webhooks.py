@@ -11,9 +11,9 @@
     # waiters (wait_for_execution, watch_execution, map_pipeline) as soon as they finish.
 
 A notification is only a hint: the payload's status is never trusted. Waiters of the execution
-are woken and re-fetch it from the API, and a watcher woken early sleeps its next interval in
-full: however many notifications arrive, each watched execution gets at most one extra poll per
-poll interval. Accepted payloads: ``{"execution_id": "pex_…", …}`` (pipelines) and the
+are woken and re-fetch it from the API, at most once per ``min_wake_interval`` (1 s) of the
+client's notifier: however many notifications arrive, each watched execution gets at most one
+extra poll a second. Accepted payloads: ``{"execution_id": "pex_…", …}`` (pipelines) and the
 request-based form ``{"request_id", "request_check_url", "webhook_secret"}``.
 
 A ``secret`` is required (``allow_unauthenticated=True`` waives it, knowingly): the shared secret
