@@ -902,3 +902,31 @@ def test_the_aiohttp_floor_has_the_published_server_fixes() -> None:
     match = re.search(r'"aiohttp>=(\d+)\.(\d+)\.(\d+)"', dependencies)
     assert match is not None
     assert tuple(int(n) for n in match.groups()) >= (3, 13, 4)
+
+
+async def test_the_local_server_does_not_follow_a_webhook_redirect() -> None:
+    elsewhere = ScriptedServer()
+    elsewhere.route("POST", "/steal", sequence(json_response({})))
+    await elsewhere.start()
+    hook = ScriptedServer()
+    target = elsewhere.url + "/steal"
+    hook.route(
+        "POST", "/hook", sequence(lambda: web.Response(status=307, headers={"Location": target}))
+    )
+    await hook.start()
+    try:
+        async with LocalDatalab(step_latency=0.01) as server:
+            pipeline_id = await server.seed_pipeline(["convert"])
+            async with AsyncDatalabClient(server.api_key, server.url) as client:
+                execution = await client.run_pipeline(
+                    pipeline_id,
+                    file=make_pdf(["x"]),
+                    filename="a.pdf",
+                    webhook_url=hook.url + "/hook",
+                )
+                await client.wait_for_execution(execution.execution_id, timeout=20)
+                await wait_until(lambda: hook.count("POST", "/hook") == 1)
+    finally:
+        await hook.close()
+        await elsewhere.close()
+    assert elsewhere.calls == []  # the webhook secret did not travel on

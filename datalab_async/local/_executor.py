@@ -242,11 +242,12 @@ async def run_pipeline_execution(ctx: ServerContext, execution: Execution) -> No
 
 
 async def deliver_webhook(ctx: ServerContext, url: str, payload: dict[str, Any]) -> None:
-    """POST ``payload`` to ``url`` once; failures are logged, never raised."""
+    """POST ``payload`` to ``url`` once; failures are logged, never raised. Redirects are not
+    followed: a 307 would carry the webhook secret in the body to wherever it points."""
     try:
         session = await ctx.http()
         async with session.post(
-            url, json=payload, timeout=aiohttp.ClientTimeout(total=10)
+            url, json=payload, timeout=aiohttp.ClientTimeout(total=10), allow_redirects=False
         ) as response:
             if response.status >= 400:
                 log.warning("webhook %s answered HTTP %s", url, response.status)
