@@ -95,6 +95,7 @@ __all__ = [
     "error_response",
     "execution_sse_frames",
     "executions_of",
+    "host_guard",
     "multipart_file",
     "relay_execution",
     "remember_execution",
@@ -348,6 +349,28 @@ def check_origin(request: web.Request, allowed_origins: Collection[str] = ()) ->
         if _netloc(parts.netloc, parts.scheme) == _netloc(request.host, parts.scheme):
             return
     raise _http_error(web.HTTPForbidden, "cross-site request refused (Origin)")
+
+
+def host_guard(hostnames: Collection[str]) -> Any:
+    """A middleware answering 403 to requests whose ``Host`` is not one of ``hostnames``
+    (compared without the port, case-insensitively).
+
+    The defence against DNS rebinding for an app on localhost: a page of another site whose
+    name was made to resolve to 127.0.0.1 is "same origin" with the app as far as ``Origin``
+    and ``Host`` can tell, but its ``Host`` is that site's name. ``web.Application(middlewares=
+    [host_guard(("127.0.0.1", "localhost", "::1"))])``.
+    """
+    allowed = {name.strip("[]").lower() for name in hostnames}
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        host = urlsplit(f"//{request.host}").hostname or ""
+        if host.strip("[]").lower() not in allowed:
+            raise _http_error(web.HTTPForbidden, "unexpected Host")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
 
 
 async def multipart_file(

@@ -28,10 +28,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import attrs
@@ -42,6 +43,17 @@ from datalab_async import web as dweb
 from datalab_async.local import LocalDatalab
 
 PAGE = Path(__file__).resolve().parent / "web_app.html"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (an address to bind) is this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 INVOICE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -107,10 +119,13 @@ def create_app(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     poll: PollPolicy | None = None,
+    hostnames: Collection[str] | None = None,
 ) -> web.Application:
     """The application: one client for its lifetime, four routes (the webhook route only with
-    a secret: without one, anybody could post to it; the watches then rely on polling)."""
-    app = web.Application()
+    a secret: without one, anybody could post to it; the watches then rely on polling).
+    ``hostnames``: the only ``Host`` names served (the DNS-rebinding guard for localhost)."""
+    middlewares = [dweb.host_guard(hostnames)] if hostnames is not None else []
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS] = Settings(pipeline_id, webhook_url, poll)
     app.cleanup_ctx.append(dweb.client_context(client_factory))
     app.router.add_get("/", index)
@@ -161,7 +176,11 @@ async def main(args: argparse.Namespace) -> int:
             def factory() -> AsyncDatalabClient:
                 return AsyncDatalabClient(key, url)
 
-        app = create_app(factory, pipeline_id, webhook_secret=secret)
+        # Served on this machine only (the default --host): only its own names, so that no
+        # other site's page can reach the app through DNS rebinding.
+        local = is_loopback_host(args.host) and public_url is None
+        hostnames = LOOPBACK_NAMES if local else None
+        app = create_app(factory, pipeline_id, webhook_secret=secret, hostnames=hostnames)
 
         def bound(port: int) -> None:
             # The local server reaches us on loopback; the hosted API only at --public-url

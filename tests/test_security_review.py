@@ -495,6 +495,39 @@ async def test_the_web_example_relays_only_its_own_executions(
     assert server.stats()["requests_total"] == requests_before
 
 
+async def test_the_local_web_example_refuses_a_rebound_host_name() -> None:
+    """DNS rebinding: evil.example made to resolve to 127.0.0.1 passes the Origin check (Origin
+    and Host agree), so an app on localhost also checks that Host is one of its own names."""
+    from .test_web import load_example
+
+    web_app = load_example("web_app")
+    async with LocalDatalab(step_latency=0.01) as server:
+        pipeline_id = await server.seed_pipeline(["convert"])
+        app = web_app.create_app(
+            lambda: AsyncDatalabClient(server.api_key, server.url),
+            pipeline_id,
+            hostnames=web_app.LOOPBACK_NAMES,
+        )
+        test_server = TestServer(app, host="127.0.0.1")
+        await test_server.start_server()
+        url = str(test_server.make_url("/documents"))
+        form = aiohttp.FormData()
+        form.add_field("file", make_pdf(["x"]), filename="a.pdf", content_type="application/pdf")
+        try:
+            async with aiohttp.ClientSession() as session:
+                rebound = {"Host": "evil.example:8080", "Origin": "http://evil.example:8080"}
+                async with session.post(url, data=form, headers=rebound) as response:
+                    assert response.status == 403
+                assert server.stats()["executions_created"] == 0
+                form = aiohttp.FormData()
+                form.add_field("file", make_pdf(["x"]), filename="a.pdf")
+                async with session.post(url, data=form) as response:
+                    assert response.status == 200  # its own name still works
+        finally:
+            await test_server.close()
+    assert not web_app.is_loopback_host("0.0.0.0") and web_app.is_loopback_host("localhost")
+
+
 async def test_the_web_example_caps_open_event_streams(
     web_example: tuple[str, LocalDatalab, web.Application],
 ) -> None:
