@@ -302,9 +302,6 @@ def _http_error(
     return status(**body)
 
 
-_bad_request = _http_error
-
-
 def _too_large(max_size: int) -> web.HTTPException:
     return _http_error(
         web.HTTPRequestEntityTooLarge, f"the file is larger than the {max_size} byte limit"
@@ -406,7 +403,7 @@ async def multipart_file(
     if allowed_origins is not None:
         check_origin(request, allowed_origins)
     if request.content_type != "multipart/form-data":
-        raise _bad_request(web.HTTPUnsupportedMediaType, "expected multipart/form-data")
+        raise _http_error(web.HTTPUnsupportedMediaType, "expected multipart/form-data")
     if max_size is not None and request.content_length is not None:
         # Room for the allowed text fields and the part headers around the file.
         overhead = max_fields * (max_field_size + 1024) + 64 * 1024
@@ -431,20 +428,20 @@ async def multipart_file(
                 )
             count += 1
             if count > max_fields:
-                raise _bad_request(web.HTTPBadRequest, f"more than {max_fields} form fields")
+                raise _http_error(web.HTTPBadRequest, f"more than {max_fields} form fields")
             data = bytearray()
             while chunk := await part.read_chunk(min(chunk_size, max_field_size + 1)):
                 data += chunk
                 if len(data) > max_field_size:
-                    raise _bad_request(
+                    raise _http_error(
                         web.HTTPRequestEntityTooLarge,
                         f"field {part.name!r} is over {max_field_size} bytes",
                     )
             if part.name is not None:
                 fields[part.name] = data.decode(part.get_charset("utf-8"), "replace")
     except (ValueError, LookupError) as err:  # a malformed body or charset
-        raise _bad_request(web.HTTPBadRequest, f"malformed multipart body: {err}") from err
-    raise _bad_request(web.HTTPBadRequest, f"no file part named {field!r}")
+        raise _http_error(web.HTTPBadRequest, f"malformed multipart body: {err}") from err
+    raise _http_error(web.HTTPBadRequest, f"no file part named {field!r}")
 
 
 _CLIENT_MISTAKES = frozenset({400, 413, 415, 422})
