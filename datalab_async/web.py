@@ -69,7 +69,6 @@ from aiohttp import BodyPartReader, web
 from ._client import AsyncDatalabClient
 from ._config import PollPolicy
 from ._errors import (
-    APIConnectionError,
     APIStatusError,
     APITimeoutError,
     DatalabError,
@@ -468,8 +467,6 @@ def error_response(error: DatalabError, upload: FileUpload | None = None) -> web
         return _json_error(503, public_detail(error), headers={"Retry-After": "30"})
     if isinstance(error, APITimeoutError):
         return _json_error(504, public_detail(error))
-    if isinstance(error, APIStatusError | APIConnectionError):
-        return _json_error(502, public_detail(error))
     return _json_error(502, public_detail(error))
 
 
