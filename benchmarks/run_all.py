@@ -25,6 +25,7 @@ BENCHMARKS = (
     "temporal",
     "dify_ingest",
     "filecheck",
+    "response_limits",
 )
 
 

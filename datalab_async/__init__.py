@@ -5,7 +5,7 @@ from ._client import AsyncDatalabClient
 from ._client.fanout import DocumentFailedError, DocumentOutcome, DocumentSource
 from ._client.folder import FolderEvent
 from ._client.watch import CompletedExecution
-from ._config import PollPolicy, RetryPolicy, Timeouts
+from ._config import PollPolicy, ResponseLimits, RetryPolicy, Timeouts
 from ._errors import (
     AmbiguousSubmissionError,
     APIConnectionError,
@@ -24,8 +24,10 @@ from ._errors import (
     QuotaExceededError,
     RateLimitError,
     RequestTooLargeError,
+    ResponseTooLargeError,
     ResponseValidationError,
     ServerError,
+    UnsafeRedirectError,
     UnsupportedMediaTypeError,
     ValidationError,
     WaitTimeoutError,
@@ -121,6 +123,8 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
+    "ResponseLimits",
+    "ResponseTooLargeError",
     "ResponseValidationError",
     "RetryPolicy",
     "ServerError",
@@ -128,6 +132,7 @@ __all__ = [
     "StepStatus",
     "StepStatusChanged",
     "Timeouts",
+    "UnsafeRedirectError",
     "UnsupportedMediaTypeError",
     "UploadedFile",
     "ValidationError",

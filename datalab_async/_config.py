@@ -1,12 +1,13 @@
-"""Frozen configuration objects: timeouts per phase, retry policy, connection limits."""
+"""Frozen configuration objects: timeouts per phase, retry policy, response limits."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import attrs
 
-__all__ = ["DEFAULT_BASE_URL", "PollPolicy", "RetryPolicy", "Timeouts"]
+__all__ = ["DEFAULT_BASE_URL", "PollPolicy", "ResponseLimits", "RetryPolicy", "Timeouts"]
 
 DEFAULT_BASE_URL = "https://www.datalab.to"
 
@@ -38,6 +39,50 @@ class Timeouts:
         if not size:
             return self.upload_base
         return self.upload_base + size / self.upload_min_rate
+
+
+_MIB = 1024 * 1024
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0 (or None for no limit)")
+
+
+@attrs.frozen
+class ResponseLimits:
+    """What one response may cost, so that a broken or hostile server (or anything between)
+    cannot exhaust memory or hold a call forever. ``None`` lifts a limit.
+
+    - ``max_body_bytes``: the largest body read into memory (or written to disk by a download),
+      counted after decompression, so a small gzip "bomb" is stopped too. Over it:
+      ``ResponseTooLargeError``. The default, 1 GiB, is far above any legitimate answer:
+      Datalab caps a request at 7,000 pages, and even the largest result of such a document
+      (``json`` output, every block with its HTML and geometry, hundreds of MB) stays under
+      it with room to spare; raise it only if a real result hits it.
+    - ``max_error_body_bytes``: an error response is read this far (its message is at the
+      start); the rest is dropped, not refused.
+    - ``max_event_bytes``: one Server-Sent Event (one line, and all the ``data`` lines of one
+      event) of a streamed Dify run: 64 MiB, many times what a node's outputs hold.
+    - ``read_base`` + bytes / ``read_min_rate``: the total time allowed to read a body that is
+      not streamed (``Timeouts.read`` only bounds the gap between two reads, so a server
+      dripping a byte a minute would never time out). The budget grows with the announced
+      ``Content-Length`` (or the bytes received so far): 60 s plus one second per 64 KiB, so
+      a 500 MB result gets over two hours, while a drip ends after about a minute with
+      ``APITimeoutError``.
+    """
+
+    max_body_bytes: int | None = attrs.field(default=1024 * _MIB, validator=_positive_or_none)
+    max_error_body_bytes: int = attrs.field(default=1 * _MIB, validator=_positive_or_none)
+    max_event_bytes: int | None = attrs.field(default=64 * _MIB, validator=_positive_or_none)
+    read_base: float | None = attrs.field(default=60.0, validator=_positive_or_none)
+    read_min_rate: float = attrs.field(default=64 * 1024, validator=_positive_or_none)
+
+    def read_budget(self, size: int) -> float | None:
+        """Seconds allowed to read a body of ``size`` bytes (None: no total deadline)."""
+        if self.read_base is None:
+            return None
+        return self.read_base + size / self.read_min_rate
 
 
 @attrs.frozen

@@ -8,6 +8,8 @@
     ├── ClientClosedError            the client was used after ``close()``
     ├── InsecureTransportError       the API key would go over plain http to a remote host
     ├── ResponseValidationError      a response body that does not match the expected model
+    │   └── ResponseTooLargeError    ... or that is over ``ResponseLimits`` (size, SSE event)
+    ├── UnsafeRedirectError          a redirect would re-send a request body to another origin
     ├── WaitTimeoutError             a watch or wait passed its deadline (keeps the last state)
     ├── AmbiguousSubmissionError     a failed run POST may have created an execution after all
     ├── APIConnectionError           the request never got a response
@@ -52,8 +54,10 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
+    "ResponseTooLargeError",
     "ResponseValidationError",
     "ServerError",
+    "UnsafeRedirectError",
     "UnsupportedMediaTypeError",
     "ValidationError",
     "WaitTimeoutError",
@@ -103,6 +107,32 @@ class ResponseValidationError(DatalabError):
         super().__init__(message)
         self.path = path
         self.body = body
+
+
+class ResponseTooLargeError(ResponseValidationError):
+    """A response (or one Server-Sent Event of it) was larger than ``ResponseLimits`` allow.
+
+    ``limit`` is the limit in bytes; ``setting`` names the ``ResponseLimits`` field to raise
+    when the response is legitimate.
+    """
+
+    def __init__(self, message: str, *, limit: int, setting: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.setting = setting
+
+
+class UnsafeRedirectError(DatalabError):
+    """A 307/308 (or a 301/302 of a non-POST) redirected a request that carries a body, such
+    as a document upload, to another origin. The body is not sent there: the document is not
+    that host's, and its answer would be taken for the API's. ``location`` is where it
+    pointed (without its query string)."""
+
+    def __init__(self, message: str, *, method: str, url: str, location: str) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+        self.location = location
 
 
 class WaitTimeoutError(DatalabError, TimeoutError):

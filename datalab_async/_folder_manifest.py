@@ -52,6 +52,8 @@ __all__ = [
     "inside",
     "ignored_list_path",
     "read_ignored",
+    "json_line",
+    "printable",
     "read_manifest",
     "read_marker",
     "replay_manifest",
@@ -649,7 +651,7 @@ class Manifest:
         if self._handle is None:
             raise RuntimeError("the manifest is not open")
         data = {"event": event, "path": relative, "config": config, "time": time.time(), **fields}
-        self._handle.write(json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self._handle.write(json_line(data))
         self._handle.flush()
         self.written += 1
 
@@ -681,9 +683,36 @@ def _lock(handle: IO[str]) -> None:
 # -- shared by the folder job and the Temporal activities ------------------------------------
 
 
+def json_line(data: Any) -> str:
+    """``data`` as one JSON line. Readable UTF-8, except when a string holds a lone surrogate
+    (a file name that is not valid UTF-8, as ``os.listdir`` returns it): that line is written
+    with ``\\u`` escapes, which read back as the same name."""
+    line = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            line = json.dumps(data, separators=(",", ":"))
+    return line + "\n"
+
+
 def describe_error(error: BaseException) -> str:
+    """``Type: message``, printable whatever the message holds (undecodable file-name bytes
+    appear as ``\\xNN``)."""
     text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    described = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return printable(described)
+
+
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate (an undecodable byte of a file name) as ``\\xNN``."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def execution_failure(execution: PipelineExecution) -> str:

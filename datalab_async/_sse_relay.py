@@ -7,6 +7,7 @@ The frames are built by the pure ``_protocol.execution_frames``; this module onl
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["aclose_shielded", "execution_sse_frames"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("datalab_async")
 
 _RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
@@ -57,7 +60,8 @@ async def execution_sse_frames(
     Frames (see ``datalab_async._protocol.execution_frames``): ``execution`` and ``step`` per
     status change, then ``results`` (the completed steps' results, with ``fetch_results``),
     then ``end``. A library error (unknown execution, timeout, ...) becomes an ``error`` frame
-    before ``end``. Closing the generator stops the watch at once (no request left running).
+    before ``end``; its ``detail`` never names the API's URL (the error is logged in full).
+    Closing the generator stops the watch at once (no request left running).
     """
     last: PipelineExecution | None = None
     failure: DatalabError | None = None
@@ -75,6 +79,10 @@ async def execution_sse_frames(
     except DatalabError as err:
         failure = err
     if failure is not None:
+        # The browser gets public_detail(); the full error (the API's URL too) is logged here.
+        logger.warning(
+            "relay of %s ended early: %s: %s", execution_id, type(failure).__name__, failure
+        )
         yield frames_proto.error_frame(execution_id, failure)
     status = str(last.status) if last is not None and last.is_terminal else None
     yield frames_proto.end_frame(execution_id, status)

@@ -4,32 +4,40 @@ It knows nothing of retries, pacing or error classification: ``RequestPolicy``
 (``datalab_async/_policy/requests.py``) decides those for every client. It owns the session,
 per-phase timeouts, redirects and request bodies (rebuilt, files reopened, on every attempt).
 The API key is only ever attached to requests for the configured base URL's origin (so presigned
-URLs and cross-origin redirects never carry it) and never appears in log lines or exceptions.
+URLs and cross-origin redirects never carry it) and never appears in log lines or exceptions
+(aiohttp's own exceptions are scrubbed of the request's headers before they are chained). A
+redirect never re-sends a request body to another origin. Every body is read by ``BodyReader``,
+within the client's ``ResponseLimits``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import anyio
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._config import Timeouts
+from ._config import ResponseLimits, Timeouts
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
     InvalidInputError,
+    ResponseTooLargeError,
+    UnsafeRedirectError,
 )
-from ._protocol.http import FilePart, Multipart, Request
+from ._protocol.http import FilePart, Multipart, Request, form_data_param
 
-__all__ = ["Attempt", "HTTPTransport", "loggable_url"]
+__all__ = ["Attempt", "BodyReader", "HTTPTransport", "loggable_url", "scrub_aiohttp_error"]
 
 logger = logging.getLogger("datalab_async")
 
@@ -46,6 +54,27 @@ def loggable_url(url: str) -> str:
     """The URL without its query string (presigned URLs carry signatures there)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def scrub_aiohttp_error(err: BaseException | None) -> None:
+    """Strip, in place, what aiohttp exceptions in ``err``'s chain carry of the request: a
+    ``ClientResponseError`` holds the request's headers (the API key) and URL (presigned
+    signatures) in ``request_info``, and earlier responses in ``history``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, aiohttp.ClientResponseError):
+            info = err.request_info
+            clean = aiohttp.RequestInfo(
+                info.url.with_query(None),
+                info.method,
+                CIMultiDictProxy(CIMultiDict()),
+                info.real_url.with_query(None),
+            )
+            err.request_info = clean
+            err.history = ()
+            err.args = (clean, ())
+        err = err.__cause__ or err.__context__
 
 
 class _Body:
@@ -71,14 +100,19 @@ class _Body:
         return {}
 
     async def _form(self, multipart: Multipart) -> aiohttp.FormData:
+        """The multipart body of every upload. Names and the file name pass through
+        ``form_data_param`` (aiohttp's ``quote_fields=False`` would send CR/LF verbatim)."""
         form = aiohttp.FormData(quote_fields=False)
         for name, text in multipart.fields:
-            form.add_field(name, text)
+            form.add_field(form_data_param(name), text)
         part = multipart.file
         if part is not None:
             value = await self._file_value(part)
             form.add_field(
-                part.field, value, filename=part.filename, content_type=part.content_type
+                form_data_param(part.field),
+                value,
+                filename=form_data_param(part.filename),
+                content_type=part.content_type,
             )
         return form
 
@@ -132,8 +166,10 @@ class HTTPTransport:
         max_connections: int = 100,
         user_agent: str = "datalab-async",
         max_redirects: int = 5,
+        limits: ResponseLimits | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.limits = limits or ResponseLimits()
         self._origin = _origin(self.base_url)
         self._auth_headers = dict(auth_headers)
         # The credential values (and the token inside "Bearer <token>"), never to be echoed back.
@@ -245,14 +281,24 @@ class HTTPTransport:
                     return response, body
                 response.release()
                 body.close()
-                url, params = urljoin(url, location), None
+                target = urljoin(url, location)
                 if response.status == 303 or (
                     response.status in (301, 302) and body.request.method == "POST"
                 ):
                     without_body = attrs.evolve(request, method="GET", json=None, multipart=None)
                     body = _Body(without_body)
                 else:
+                    if _has_body(body.request) and _origin(target) != _origin(url):
+                        raise UnsafeRedirectError(
+                            f"{request.operation}: the server answered {response.status} "
+                            f"redirecting to {loggable_url(target)}; the request body (e.g. "
+                            "the document) is not re-sent to another origin",
+                            method=request.method,
+                            url=loggable_url(url),
+                            location=loggable_url(target),
+                        )
                     body = _Body(body.request, stream_starts)
+                url, params = target, None
             raise APIConnectionError(
                 f"too many redirects for {request.operation}",
                 method=request.method,
@@ -265,6 +311,7 @@ class HTTPTransport:
     def connection_error(self, request: Request, err: BaseException) -> APIConnectionError | None:
         """aiohttp's exception as ours (None for anything else). ``request_sent`` on the result
         says whether the server may have acted on the request."""
+        scrub_aiohttp_error(err)
         url = loggable_url(self.url_for(request))
         op, method = request.operation, request.method
         if isinstance(err, aiohttp.ConnectionTimeoutError):
@@ -328,18 +375,118 @@ class HTTPTransport:
                 )
             if keep_open:
                 return Attempt(response, None)
-            try:
-                data = await response.read()
-            except Exception as err:
-                mapped = self.connection_error(request, err)
-                if mapped is None:
-                    raise
-                raise mapped from err
+            reader = BodyReader(self, request, response)
+            if response.status >= 400:
+                data = await reader.read(truncate_at=self.limits.max_error_body_bytes)
+            else:
+                data = await reader.read()
             return Attempt(response, data)
         finally:
             body.close()
             if not keep_open:
                 response.release()
+
+
+def _has_body(request: Request) -> bool:
+    return request.multipart is not None or request.raw is not None or request.json is not None
+
+
+class BodyReader:
+    """Reads one response body within the transport's ``ResponseLimits``: at most
+    ``max_body_bytes`` (counted after decompression), and within a total deadline of
+    ``read_base`` + bytes / ``read_min_rate`` seconds (bytes: the announced Content-Length, or
+    what has arrived so far). aiohttp failures become ``APIConnectionError``/``APITimeoutError``.
+
+    Every path that reads a body uses it: ``send`` (whole bodies), downloads to disk and the
+    JSON answer of a streamed Dify call; event streams take ``deadline=False`` (they are long
+    by nature, bounded by the idle timeout and ``max_event_bytes`` instead).
+    """
+
+    def __init__(
+        self,
+        transport: HTTPTransport,
+        request: Request,
+        response: aiohttp.ClientResponse,
+        *,
+        max_bytes: int | None | Literal["default"] = "default",
+        deadline: bool = True,
+    ) -> None:
+        self._transport = transport
+        self._request = request
+        self._response = response
+        limits = transport.limits
+        self._limits = limits
+        self.max_bytes = limits.max_body_bytes if max_bytes == "default" else max_bytes
+        self.received = 0
+        self._announced = response.content_length or 0
+        self._deadline = deadline
+        self._started = anyio.current_time()
+
+    def _too_large(self, limit: int) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"the response to {self._request.operation} is over {limit} bytes "
+            "(ResponseLimits.max_body_bytes; raise it if this answer is legitimate)",
+            limit=limit,
+            setting="max_body_bytes",
+        )
+
+    def check_announced(self) -> None:
+        """Refuse at once a body whose Content-Length is over the limit."""
+        if self.max_bytes is not None and self._announced > self.max_bytes:
+            self._response.close()
+            raise self._too_large(self.max_bytes)
+
+    async def chunk(self, size: int = -1) -> bytes:
+        """The next piece of the body (up to ``size`` bytes; b"" at the end)."""
+        budget = self._limits.read_budget(max(self._announced, self.received))
+        deadline = math.inf if budget is None or not self._deadline else self._started + budget
+        failure: APIConnectionError | None = None
+        with anyio.CancelScope(deadline=deadline) as scope:
+            try:
+                data = (
+                    await self._response.content.read(size)
+                    if size > 0
+                    else await self._response.content.readany()
+                )
+            except Exception as err:
+                failure = self._transport.connection_error(self._request, err)
+                if failure is None:
+                    raise
+                failure.__cause__ = err
+        if scope.cancelled_caught:
+            self._response.close()
+            raise APITimeoutError(
+                f"reading the response to {self._request.operation} took over {budget:.0f} s "
+                "(ResponseLimits.read_base + size / read_min_rate)",
+                method=self._request.method,
+                url=loggable_url(str(self._response.url)),
+            )
+        if failure is not None:
+            self._response.close()
+            raise failure
+        self.received += len(data)
+        if self.max_bytes is not None and self.received > self.max_bytes:
+            self._response.close()
+            raise self._too_large(self.max_bytes)
+        return data
+
+    async def read(self, *, truncate_at: int | None = None) -> bytes:
+        """The whole body; with ``truncate_at``, only its start (the rest is dropped)."""
+        if truncate_at is None:
+            self.check_announced()
+        else:
+            self.max_bytes = None
+        data = bytearray()
+        content = self._response.content
+        while chunk := await self.chunk():
+            data += chunk
+            if truncate_at is not None and len(data) >= truncate_at:
+                del data[truncate_at:]
+                self._response.close()
+                break
+            if content.at_eof():  # the usual small answer: done without another read
+                break
+        return bytes(data)
 
 
 @attrs.frozen

@@ -11,11 +11,14 @@
     # waiters (wait_for_execution, watch_execution, map_pipeline) as soon as they finish.
 
 A notification is only a hint: the payload's status is never trusted. Waiters of the execution
-are woken and re-fetch it from the API, so a forged notification costs one extra poll at most.
-Accepted payloads: ``{"execution_id": "pex_…", …}`` (pipelines) and the request-based form
-``{"request_id", "request_check_url", "webhook_secret"}``. With ``secret`` set, the shared secret
-must arrive as ``webhook_secret`` in the body or in an ``X-Webhook-Secret`` header (compared in
-constant time).
+are woken and re-fetch it from the API, at most once per ``min_wake_interval`` (1 s) of the
+client's notifier: however many notifications arrive, each watched execution gets at most one
+extra poll a second. Accepted payloads: ``{"execution_id": "pex_…", …}`` (pipelines) and the
+request-based form ``{"request_id", "request_check_url", "webhook_secret"}``.
+
+A ``secret`` is required (``allow_unauthenticated=True`` waives it, knowingly): the shared secret
+must arrive in an ``X-Webhook-Secret`` header (checked before the body is read) or as
+``webhook_secret`` in the body, as Datalab sends it (compared in constant time).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
@@ -68,14 +71,26 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def _secret_ok(expected: bytes, payload: dict[str, Any], request: web.Request) -> bool:
-    candidates = [payload.get("webhook_secret"), request.headers.get(SECRET_HEADER)]
-    ok = False
-    for candidate in candidates:
-        if isinstance(candidate, str):
-            # Compare every candidate (no early exit) so timing says nothing about which matched.
-            ok |= hmac.compare_digest(candidate.encode("utf-8", "replace"), expected)
-    return ok
+def _unauthorized() -> web.Response:
+    logger.warning("webhook: rejected a notification with a missing or wrong secret")
+    return _error(401, "missing or invalid webhook secret")
+
+
+def _secret_ok(expected: bytes, candidate: object) -> bool:
+    if not isinstance(candidate, str):
+        return False
+    return hmac.compare_digest(candidate.encode("utf-8", "replace"), expected)
+
+
+def _check_secret_argument(secret: str | None, allow_unauthenticated: bool) -> None:
+    if secret is not None and not secret:
+        raise ValueError("secret must be a non-empty string")
+    if secret is None and not allow_unauthenticated:
+        raise ValueError(
+            "a webhook endpoint needs secret= (your Datalab account's webhook secret, sent as "
+            "webhook_secret in the body, or an X-Webhook-Secret header); pass "
+            "allow_unauthenticated=True to accept notifications from anyone"
+        )
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes | None:
@@ -94,18 +109,20 @@ def webhook_handler(
     *,
     secret: str | None = None,
     max_body: int = 64 * 1024,
+    allow_unauthenticated: bool = False,
 ) -> WebhookHandler:
     """An aiohttp handler that wakes the waiters of the notified execution.
 
-    Answers 202 on success, 413 over ``max_body`` bytes, 415 for a non-JSON content type, 400
-    for a body that is not a JSON object with an ``execution_id`` or ``request_id``, 401 when
-    ``secret`` is set and the request does not carry it.
+    ``secret`` is required unless ``allow_unauthenticated=True``. Answers 202 on success, 413
+    over ``max_body`` bytes, 415 for a non-JSON content type, 400 for a body that is not a JSON
+    object with an ``execution_id`` or ``request_id`` (or nests too deeply), 401 when the
+    request does not carry the secret (a wrong ``X-Webhook-Secret`` header is refused before
+    the body is read).
     """
     notifier = _notifier_of(client_or_notifier)
     if max_body < 1:
         raise ValueError("max_body must be >= 1")
-    if secret is not None and not secret:
-        raise ValueError("secret must be a non-empty string (or None for no check)")
+    _check_secret_argument(secret, allow_unauthenticated)
     expected = secret.encode("utf-8") if secret is not None else None
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -116,18 +133,21 @@ def webhook_handler(
             return too_large
         if not _is_json(request.content_type):
             return _error(415, "expected application/json")
+        header = request.headers.get(SECRET_HEADER)
+        if expected is not None and header is not None and not _secret_ok(expected, header):
+            return _unauthorized()
         raw = await _read_capped(request, max_body)
         if raw is None:
             return too_large
         try:
             payload = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
-            return _error(400, "body is not valid JSON")
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return _error(400, "body is not valid JSON (or nests too deeply)")
         if not isinstance(payload, dict):
             return _error(400, "body must be a JSON object")
-        if expected is not None and not _secret_ok(expected, payload, request):
-            logger.warning("webhook: rejected a notification with a missing or wrong secret")
-            return _error(401, "missing or invalid webhook secret")
+        if expected is not None and header is None:
+            if not _secret_ok(expected, payload.get("webhook_secret")):
+                return _unauthorized()
         ids: list[str] = []
         for key in ("execution_id", "request_id"):
             value = payload.get(key)
@@ -152,6 +172,10 @@ def add_webhook_route(
     *,
     secret: str | None = None,
     max_body: int = 64 * 1024,
+    allow_unauthenticated: bool = False,
 ) -> web.AbstractRoute:
     """Mount :func:`webhook_handler` for ``client`` as ``POST path`` on ``app``."""
-    return app.router.add_post(path, webhook_handler(client, secret=secret, max_body=max_body))
+    handler = webhook_handler(
+        client, secret=secret, max_body=max_body, allow_unauthenticated=allow_unauthenticated
+    )
+    return app.router.add_post(path, handler)

@@ -15,8 +15,10 @@ Routes:
   GET  /                                 a small page (plain JavaScript, EventSource)
   POST /documents                        multipart, one part named "file" -> {"execution_id"}
                                          (the upload is streamed to the API as it arrives)
-  GET  /documents/{execution_id}/events  the execution's status as Server-Sent Events
+  GET  /documents/{execution_id}/events  the execution's status as Server-Sent Events (only
+                                         for documents uploaded here)
   POST /webhooks/datalab                 completion webhooks: wake the watches they concern
+                                         (mounted only with a webhook secret)
 
 One client serves every request for the app's lifetime (``client_context`` in
 ``app.cleanup_ctx``); a watch stops as soon as its browser tab goes away.
@@ -27,20 +29,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import attrs
 from aiohttp import web
 
-from datalab_async import AsyncDatalabClient, DatalabError, InvalidInputError, PollPolicy
+from datalab_async import AsyncDatalabClient, DatalabError, PollPolicy
 from datalab_async import web as dweb
 from datalab_async.local import LocalDatalab
 
 PAGE = Path(__file__).resolve().parent / "web_app.html"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (an address to bind) is this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 INVOICE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -68,7 +82,12 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def upload_document(request: web.Request) -> web.Response:
-    """Stream the ``file`` part straight into ``run_pipeline``: no temp file, no buffer."""
+    """Stream the ``file`` part straight into ``run_pipeline``: no temp file, no buffer.
+
+    ``multipart_file`` refuses other sites' pages, files over 200 MB and oversized forms;
+    ``error_response`` answers the user's mistakes with a 4xx and the API's message, and
+    keeps the API's URL out of the answer (it goes to the log).
+    """
     settings = request.app[SETTINGS]
     upload = await dweb.multipart_file(request, "file")
     try:
@@ -78,23 +97,20 @@ async def upload_document(request: web.Request) -> web.Response:
             filename=os.path.basename(upload.filename),
             webhook_url=settings.webhook_url,
         )
-    except InvalidInputError as err:
-        return web.json_response({"detail": str(err)}, status=400)
     except DatalabError as err:
-        return web.json_response({"detail": str(err)}, status=502)
+        return dweb.error_response(err, upload)
+    dweb.remember_execution(request, execution.execution_id)
     return web.json_response(
         {"execution_id": execution.execution_id, "status": str(execution.status)}
     )
 
 
 async def document_events(request: web.Request) -> web.StreamResponse:
-    """The execution's watch relayed as Server-Sent Events, then its results."""
-    frames = dweb.execution_sse_frames(
-        dweb.client_of(request),
-        request.match_info["execution_id"],
-        poll=request.app[SETTINGS].poll,
+    """The execution's watch relayed as Server-Sent Events, then its results: only for
+    documents this app uploaded, and a bounded number of streams at once."""
+    return await dweb.relay_execution(
+        request, request.match_info["execution_id"], poll=request.app[SETTINGS].poll
     )
-    return await dweb.send_sse(request, frames)
 
 
 def create_app(
@@ -104,15 +120,20 @@ def create_app(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     poll: PollPolicy | None = None,
+    hostnames: Collection[str] | None = None,
 ) -> web.Application:
-    """The application: one client for its lifetime, four routes."""
-    app = web.Application()
+    """The application: one client for its lifetime, four routes (the webhook route only with
+    a secret: without one, anybody could post to it; the watches then rely on polling).
+    ``hostnames``: the only ``Host`` names served (the DNS-rebinding guard for localhost)."""
+    middlewares = [dweb.host_guard(hostnames)] if hostnames is not None else []
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS] = Settings(pipeline_id, webhook_url, poll)
     app.cleanup_ctx.append(dweb.client_context(client_factory))
     app.router.add_get("/", index)
     app.router.add_post("/documents", upload_document)
     app.router.add_get("/documents/{execution_id}/events", document_events)
-    app.router.add_post("/webhooks/datalab", dweb.app_webhook_handler(secret=webhook_secret))
+    if webhook_secret is not None:
+        app.router.add_post("/webhooks/datalab", dweb.app_webhook_handler(secret=webhook_secret))
     return app
 
 
@@ -156,12 +177,17 @@ async def main(args: argparse.Namespace) -> int:
             def factory() -> AsyncDatalabClient:
                 return AsyncDatalabClient(key, url)
 
-        app = create_app(factory, pipeline_id, webhook_secret=secret)
+        # Served on this machine only (the default --host): only its own names, so that no
+        # other site's page can reach the app through DNS rebinding.
+        local = is_loopback_host(args.host) and public_url is None
+        hostnames = LOOPBACK_NAMES if local else None
+        app = create_app(factory, pipeline_id, webhook_secret=secret, hostnames=hostnames)
 
         def bound(port: int) -> None:
-            # The local server reaches us on loopback; the hosted API only at --public-url.
+            # The local server reaches us on loopback; the hosted API only at --public-url
+            # (and only with a secret: the webhook route is not mounted without one).
             base = public_url or (f"http://127.0.0.1:{port}" if offline else None)
-            if base is not None:
+            if base is not None and secret is not None:
                 app[SETTINGS].webhook_url = base.rstrip("/") + "/webhooks/datalab"
             print(f"serving http://{args.host}:{port}/ (pipeline {pipeline_id})", flush=True)
 

@@ -1029,7 +1029,7 @@ def test_standalone_server_serves_until_interrupted() -> None:
         lines = [process.stdout.readline() for _ in range(3)]
         assert lines[0].startswith("pipeline pl_") and "convert -> extract" in lines[0]
         url = lines[1].split()[-1]
-        assert lines[2].strip() == "X-API-Key: key"
+        assert lines[2].strip() == "X-API-Key: (the one given with --api-key)"
         import urllib.request
 
         with urllib.request.urlopen(url + "/_local/health", timeout=5) as response:

@@ -112,6 +112,8 @@ class start_serve:  # noqa: N801 - used as a context manager, like open()
         self.process = subprocess.Popen(
             argv, cwd=cwd, env=shell_env(), stdout=subprocess.PIPE, text=True
         )
+        # A key given with --api-key is not printed (it may be a real one): take it from argv.
+        self.given_key = argv[argv.index("--api-key") + 1] if "--api-key" in argv else None
 
     def __enter__(self) -> Served:
         assert self.process.stdout is not None
@@ -122,6 +124,9 @@ class start_serve:  # noqa: N801 - used as a context manager, like open()
             elif line.startswith("Local Datalab API on "):
                 url = line.split()[-1]
             elif line.startswith("X-API-Key: "):
+                if self.given_key is not None:
+                    assert self.given_key not in line, line
+                    return Served(url, self.given_key, pipelines)
                 return Served(url, line.split()[-1], pipelines)
         raise AssertionError(f"serve exited ({self.process.wait()}) before printing its key")
 

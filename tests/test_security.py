@@ -382,10 +382,11 @@ async def test_foreign_absolute_urls_never_carry_the_key(scripted: ScriptedServe
         await other.close()
 
 
-@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("status", [301, 302, 303])
 async def test_redirect_to_another_origin_drops_the_key(
     scripted: ScriptedServer, status: int
 ) -> None:
+    """301/302/303 turn the run POST into a GET without the document, sent without the key."""
     other = ScriptedServer()
 
     async def landing(request: web.Request) -> web.Response:
@@ -407,6 +408,7 @@ async def test_redirect_to_another_origin_drops_the_key(
             await client.run_pipeline("pl_1", file=b"%PDF-1.4", filename="a.pdf")
         assert scripted.calls[0][2].get("X-API-Key") == KEY
         assert len(other.calls) == 1
+        assert other.calls[0][0] == "GET"
         assert "X-API-Key" not in other.calls[0][2]
         assert all(KEY not in value for value in other.calls[0][2].values())
     finally:
@@ -775,7 +777,7 @@ async def test_symlinks_out_of_the_input_folder_are_not_followed(
     assert sorted(summary.done) == ["inside.pdf", "mine.pdf"]
     assert "leak.pdf" in {i.relative for i in summary.ignored}
     # inside.pdf has mine.pdf's content: submitted once, its results copied.
-    assert summary.copied == (("mine.pdf", "inside.pdf"),)
+    assert {frozenset(pair) for pair in summary.copied} == {frozenset(("mine.pdf", "inside.pdf"))}
     assert len(uploads) == 1 and not any(b"TOP-SECRET" in body for body in uploads)
 
 

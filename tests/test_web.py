@@ -27,7 +27,14 @@ from datalab_async._models.events import diff_executions
 from datalab_async._protocol import execution_frames as frames
 from datalab_async._protocol.sse import ServerSentEvent, SSEDecoder, encode_comment, encode_sse
 from datalab_async.local import LocalDatalab
-from datalab_async.web import CLIENT_KEY, client_context, client_of, multipart_file, send_sse
+from datalab_async.web import (
+    CLIENT_KEY,
+    EXECUTIONS_KEY,
+    client_context,
+    client_of,
+    multipart_file,
+    send_sse,
+)
 
 from .conftest import other_tasks
 
@@ -273,11 +280,16 @@ async def test_upload_errors_are_answered_not_raised(start_app: StartApp) -> Non
         assert response.status == 200 and "EventSource" in await response.text()
 
 
-async def test_an_unknown_execution_ends_with_an_error_frame(start_app: StartApp) -> None:
+async def test_an_execution_the_api_lost_ends_with_an_error_frame(start_app: StartApp) -> None:
     running = await start_app()
+    async with running.session.get(f"{running.url}/documents/pex_doesnotexist/events") as r:
+        assert r.status == 404  # not started by this app: nothing is asked of the API
+    running.app[EXECUTIONS_KEY].add("pex_doesnotexist")  # started here, since gone
     kinds = [(e.event, e.json()) async for e in running.events("pex_doesnotexist")]
     assert [k for k, _ in kinds] == ["error", "end"]
     assert kinds[0][1]["error"] == "NotFoundError"
+    assert running.server.url not in kinds[0][1]["detail"]
+    assert "/api/v1" not in kinds[0][1]["detail"]
 
 
 async def test_helpers_share_one_client_and_stream_fields(datalab_local: LocalDatalab) -> None:

@@ -142,10 +142,17 @@ async def test_non_json_or_unusable_bodies_are_refused(
     assert await receiver.post(raw=raw, **{"Content-Type": content_type}) == expected
 
 
-async def test_without_a_secret_any_json_notification_is_accepted() -> None:
+def test_a_secret_is_required_unless_explicitly_waived() -> None:
+    with pytest.raises(ValueError, match="allow_unauthenticated=True"):
+        webhook_handler(ExecutionNotifier())
+    with pytest.raises(ValueError, match="non-empty"):
+        webhook_handler(ExecutionNotifier(), secret="")
+
+
+async def test_waived_secret_accepts_any_json_notification() -> None:
     notifier = ExecutionNotifier()
     app = web.Application()
-    app.router.add_post("/hook", webhook_handler(notifier))
+    app.router.add_post("/hook", webhook_handler(notifier, allow_unauthenticated=True))
     server = await start(app)
     try:
         async with aiohttp.ClientSession() as session:

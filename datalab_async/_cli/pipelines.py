@@ -219,11 +219,12 @@ async def _list(args: argparse.Namespace) -> int:
             print("\t".join(row))
         print(f"{listing.total} pipelines" + (f" ({hint})" if hint else ""))
         return EXIT_OK
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(*headers, title=f"{listing.total} pipelines", title_justify="left")
     for row in data:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # server text is not markup
     console.print(table)
     if hint:
         console.print(hint, style="dim", markup=False)

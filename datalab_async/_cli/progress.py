@@ -279,6 +279,7 @@ class RichDisplay:
     def render(self) -> Any:
         """The current frame (called by rich's refresh thread, and by tests)."""
         from rich.console import Group
+        from rich.markup import escape
         from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
@@ -305,7 +306,8 @@ class RichDisplay:
         table.add_column("step", no_wrap=True)
         table.add_column("for", justify="right")
         for relative, doc in in_flight[: self.MAX_ROWS]:
-            table.add_row(relative, doc.label, format_duration(now - doc.since))
+            # File names are data, not markup: "[/x]" would crash rich, "[link=...]" link.
+            table.add_row(escape(relative), doc.label, format_duration(now - doc.since))
         hidden = len(in_flight) - self.MAX_ROWS
         if hidden > 0:
             table.add_row(f"... and {hidden} more", "", "")

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import types
@@ -73,10 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
     parser.add_argument("--port", type=int, default=8000, help="port, 0 = any free (default: 8000)")
+    # Never $DATALAB_API_KEY: that is the hosted API's real key, which would then be printed.
     parser.add_argument(
         "--api-key",
-        default=os.environ.get("DATALAB_API_KEY"),
-        help="key clients must send in X-API-Key (default: $DATALAB_API_KEY, else random)",
+        help="key clients must send in X-API-Key (default: a random key, printed at start; "
+        "a key given here is not printed)",
     )
     parser.add_argument("--webhook-secret", help="webhook_secret sent in webhook bodies")
     parser.add_argument(
@@ -188,7 +188,8 @@ async def _serve_until_stopped(args: argparse.Namespace, knobs: Knobs) -> int:
             pipeline_id = server.create_pipeline_sync(steps, name=name)
             print(f"pipeline {pipeline_id}: {' -> '.join(step['type'] for step in steps)}")
         print(f"Local Datalab API on {server.url}")
-        print(f"X-API-Key: {server.api_key}", flush=True)
+        shown = "(the one given with --api-key)" if args.api_key else server.api_key
+        print(f"X-API-Key: {shown}", flush=True)
         await stop.wait()
     finally:
         await server.close()

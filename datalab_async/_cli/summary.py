@@ -85,20 +85,23 @@ def print_summary(summary: FolderSummary, stream: TextIO, console: Any = None) -
             print(f"  ignored: … {more} more", file=stream)
         stream.flush()
         return
+    from rich.markup import escape
     from rich.table import Table
 
+    # Names, paths and server messages are data, not markup ("[/x]" would crash rich).
     table = Table(title="Summary", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
     for name, value in summary_rows(summary):
-        table.add_row(name, value, style="red" if name == "failed" and summary.failed else None)
+        style = "red" if name == "failed" and summary.failed else None
+        table.add_row(name, escape(value), style=style)
     console.print(table)
     if summary.failed:
         failures = Table(title="Failed documents", title_justify="left")
         failures.add_column("document", style="red")
         failures.add_column("reason")
         for outcome in summary.failed:
-            failures.add_row(outcome.relative, outcome.reason)
+            failures.add_row(escape(outcome.relative), escape(outcome.reason))
         console.print(failures)
     if summary.ignored:
         from rich.text import Text

@@ -7,7 +7,7 @@ from typing import Any, TypeVar, overload
 
 import aiohttp
 
-from .._config import DEFAULT_BASE_URL, RetryPolicy, Timeouts
+from .._config import DEFAULT_BASE_URL, ResponseLimits, RetryPolicy, Timeouts
 from .._errors import InvalidInputError
 from .._lifecycle import TransportClient, check_base_url
 from .._models import structure
@@ -38,6 +38,7 @@ class BaseClient(TransportClient):
         max_connections: int = 100,
         allow_insecure_http: bool = False,
         max_requests_per_second: float | None = None,
+        limits: ResponseLimits | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("DATALAB_API_KEY")
         if not key or not key.strip():
@@ -61,6 +62,7 @@ class BaseClient(TransportClient):
             timeouts=self.timeouts,
             max_connections=max_connections,
             user_agent=f"datalab-async/{__version__}",
+            limits=limits,
         )
         self._policy = RequestPolicy(
             self._transport, classify=classify_status, retry=self.retry, limiter=self._limiter

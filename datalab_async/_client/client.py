@@ -29,4 +29,6 @@ class AsyncDatalabClient(
 
     Pass ``session=`` to share an ``aiohttp.ClientSession`` (it is never closed by the client);
     otherwise the client creates one on first use and closes it in ``aclose()``.
+    ``limits=ResponseLimits(...)`` bounds what one response may cost (size after
+    decompression, total read time); the defaults never refuse a legitimate result.
     """

@@ -46,11 +46,11 @@ from .._policy import RequestPolicy, check_concurrency, gather_bounded, poll_sta
 from .._protocol import workflows as proto
 from .._protocol.http import Request
 from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
-from .._transport import HTTPTransport
+from .._transport import BodyReader, HTTPTransport
 from ._base import BaseClient
 from ._paging import Listing
 
-__all__ = ["WorkflowsMixin", "stream_to_file"]
+__all__ = ["WorkflowsMixin", "distinct_stems", "stream_to_file"]
 
 logger = logging.getLogger("datalab_async")
 
@@ -85,17 +85,15 @@ async def _write_atomically(
     # thread creates it would leak the descriptor and the file.
     fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.", suffix=".part")
     handle: IO[bytes] = os.fdopen(fd, "wb")
+    reader = BodyReader(transport, request, response)
     try:
+        reader.check_announced()
         buffer = bytearray()
         while True:
             try:
-                chunk = await response.content.read(_CHUNK)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                mapped = transport.connection_error(request, err) or APIConnectionError(
-                    f"reading the body of {request.operation} failed: {err}",
-                    method=request.method,
-                )
-                raise _ReadFailed(mapped) from err
+                chunk = await reader.chunk(_CHUNK)
+            except APIConnectionError as err:
+                raise _ReadFailed(err) from err.__cause__
             if chunk:
                 buffer += chunk
             if len(buffer) >= _FLUSH or (not chunk and buffer):
@@ -179,6 +177,20 @@ def _output_url(output: OutputRef) -> str:
         f"expected a WorkflowStepState or an output URL, not {type(output).__name__}",
         field="output",
     )
+
+
+def distinct_stems(stems: Sequence[str]) -> list[str]:
+    """``stems`` with repeats (ignoring case: some file systems do) suffixed ``~2``, ``~3``..."""
+    taken: set[str] = set()
+    result: list[str] = []
+    for stem in stems:
+        candidate, n = stem, 1
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{stem}~{n}"
+        taken.add(candidate.casefold())
+        result.append(candidate)
+    return result
 
 
 def _stem(output: OutputRef) -> str:
@@ -332,10 +344,13 @@ class WorkflowsMixin(BaseClient):
         step (``{unique_name}[.{file_key}].json``). Written to a temp file and renamed into
         place when complete.
         """
+        return await self._download_output(output, dest, _stem(output))
+
+    async def _download_output(
+        self, output: WorkflowStepState | str, dest: str | os.PathLike[str], stem: str
+    ) -> Path:
         request = proto.get_workflow_output(_output_url(output))
-        return await stream_to_file(
-            self._policy, request, dest, default_stem=_stem(output)
-        )
+        return await stream_to_file(self._policy, request, dest, default_stem=stem)
 
     @overload
     async def download_workflow_outputs(
@@ -368,15 +383,20 @@ class WorkflowsMixin(BaseClient):
         """Download every step output of ``execution`` into ``directory`` (created if needed),
         at most ``concurrency`` at a time. Keys are ``(unique_name, file_key)``.
 
-        The first failure cancels the rest and is raised, unless ``return_exceptions=True``.
+        Files are named as in ``download_workflow_output``; outputs whose names become the same
+        file name (``"x y"`` and ``"x_y"``, or names differing only in case) get ``~2``,
+        ``~3``... suffixes, so none overwrites another. The first failure cancels the rest and
+        is raised, unless ``return_exceptions=True``.
         """
         check_concurrency(concurrency)
         folder = Path(directory)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         outputs = execution.outputs
+        stems = distinct_stems([_stem(step) for step in outputs])
+        stem_of = {id(step): stem for step, stem in zip(outputs, stems, strict=True)}
 
         async def one(step: WorkflowStepState) -> Path:
-            return await self.download_workflow_output(step, folder)
+            return await self._download_output(step, folder, stem_of[id(step)])
 
         paths = await gather_bounded(
             outputs, one, concurrency=concurrency, return_exceptions=return_exceptions

@@ -19,6 +19,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ResponseValidationError,
+    UnsafeRedirectError,
+)
 from .._models.events import ExecutionEvent, ExecutionStatusChanged
 from .._models.pipelines import PipelineStep
 from .sse import encode_sse
@@ -29,6 +36,7 @@ __all__ = [
     "error_frame",
     "execution_event_frame",
     "execution_event_payload",
+    "public_detail",
     "results_frame",
 ]
 
@@ -87,9 +95,28 @@ def results_frame(
     return encode_sse(_json(payload), event="results")
 
 
+def public_detail(error: BaseException) -> str:
+    """What a browser may be told of ``error``: the API's own message for an error status, a
+    generic sentence for connection troubles and unexpected answers, never a URL (``str`` of
+    these errors names the API's URL; the server's log keeps it)."""
+    if isinstance(error, APIStatusError):
+        return error.message
+    if isinstance(error, APITimeoutError):
+        return "the document API did not answer in time"
+    if isinstance(error, APIConnectionError):
+        return "the document API could not be reached"
+    if isinstance(error, ResponseValidationError | UnsafeRedirectError):
+        return "the document API sent an unexpected answer"
+    return str(error)
+
+
 def error_frame(execution_id: str, error: BaseException) -> bytes:
-    """Why the relay stopped early: the exception's class name and message."""
-    payload = {"execution_id": execution_id, "error": type(error).__name__, "detail": str(error)}
+    """Why the relay stopped early: the exception's class name and :func:`public_detail`."""
+    payload = {
+        "execution_id": execution_id,
+        "error": type(error).__name__,
+        "detail": public_detail(error),
+    }
     return encode_sse(_json(payload), event="error")
 
 

@@ -6,6 +6,7 @@ import email.utils
 import enum
 import json
 import random
+import re
 import time
 from collections.abc import AsyncIterable, Mapping
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ __all__ = [
     "Response",
     "RetryMode",
     "decode_json",
+    "form_data_param",
     "parse_retry_after",
     "retry_delay",
 ]
@@ -65,6 +67,34 @@ class FilePart:
             return True
         seekable = getattr(self.stream, "seekable", None)
         return bool(seekable and seekable())
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of an OS file name (surrogateescape)
+        return f"%{code - 0xDC00:02X}"
+    if 0xD800 <= code <= 0xDFFF:  # any other lone surrogate cannot be encoded at all
+        return "\ufffd"
+    return "".join(f"%{byte:02X}" for byte in ch.encode("utf-8"))
+
+
+# What may not appear as is inside a quoted header parameter: CR, LF and the other controls
+# (header injection), the quote and backslash (ending or escaping the quoted string), lone
+# surrogates (file names that are not valid UTF-8).
+_PARAM_UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\\ud800-\udfff]')
+
+
+def form_data_param(value: str) -> str:
+    """``value`` made safe for a quoted ``name=""``/``filename=""`` parameter of a multipart part.
+
+    Follows the HTML standard's multipart/form-data encoding (what browsers send, and what
+    servers such as python-multipart expect; RFC 7578 section 4.2 forbids ``filename*``): other
+    text stays as UTF-8, while CR, LF, ``"`` and, here, every other control character and the
+    backslash are percent-encoded, so that no file name can end the parameter or inject header
+    lines or parts. An undecodable byte of a file name (``os.listdir`` keeps it as a lone
+    surrogate) is sent as its ``%XX``.
+    """
+    return _PARAM_UNSAFE.sub(lambda m: _escape_char(m.group()), value)
 
 
 @attrs.frozen

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "encode_comment", "encode_sse"]
+__all__ = ["EventTooLargeError", "SSEDecoder", "ServerSentEvent", "encode_comment", "encode_sse"]
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _DIGITS = re.compile(r"[0-9]+")
@@ -56,13 +56,27 @@ class ServerSentEvent:
         return json.loads(self.data)
 
 
+class EventTooLargeError(ValueError):
+    """One line, or one event's ``data``, grew past the decoder's ``max_event_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a server-sent event is over {limit} bytes")
+        self.limit = limit
+
+
 class SSEDecoder:
     """Incremental decoder: ``feed(bytes) -> [ServerSentEvent]``, then ``close()``.
 
     ``retry`` and ``last_event_id`` expose the stream-level state a reconnecting client needs.
+    ``max_event_bytes`` bounds what the decoder holds: an unterminated line, or the ``data``
+    of an event not yet dispatched, longer than that (in decoded characters, which is bytes for
+    the ASCII of JSON) raises ``EventTooLargeError`` and ends the decoder.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int | None = None) -> None:
+        self._limit = max_event_bytes
+        self._partial_size = 0
+        self._data_size = 0
         # utf-8-sig drops one leading BOM even when it is split across chunks.
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
         self._partial: list[str] = []  # pieces of the current, unterminated line
@@ -84,7 +98,13 @@ class SSEDecoder:
         """Decode ``chunk`` and return the events it completed (often none)."""
         if self._closed:
             raise RuntimeError("feed() after close()")
-        return self._feed_text(self._decoder.decode(chunk, False))
+        try:
+            return self._feed_text(self._decoder.decode(chunk, False))
+        except EventTooLargeError:
+            self._closed = True
+            self._partial.clear()
+            self._reset_block()
+            raise
 
     def close(self) -> list[ServerSentEvent]:
         """Signal the end of the stream and return any events still completed by it.
@@ -101,6 +121,7 @@ class SSEDecoder:
         if self._partial:
             line = "".join(self._partial)
             self._partial.clear()
+            self._partial_size = 0
             self._process_line(line)
         self._reset_block()
         return events
@@ -120,8 +141,10 @@ class SSEDecoder:
                 self._partial.append(piece)
                 line = "".join(self._partial)
                 self._partial.clear()
+                self._partial_size = 0
             else:
                 line = piece
+            self._check(len(line))
             event = self._process_line(line)
             if event is not None:
                 events.append(event)
@@ -129,8 +152,15 @@ class SSEDecoder:
             if match.group() == "\r" and start == len(text):
                 self._skip_lf = True
         if start < len(text):
-            self._partial.append(text[start:])
+            rest = text[start:]
+            self._partial.append(rest)
+            self._partial_size += len(rest)
+            self._check(self._partial_size)
         return events
+
+    def _check(self, size: int) -> None:
+        if self._limit is not None and size > self._limit:
+            raise EventTooLargeError(self._limit)
 
     def _process_line(self, line: str) -> ServerSentEvent | None:
         if not line:
@@ -142,6 +172,8 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_size += len(value) + 1
+            self._check(self._data_size)
             self._has_data = True
         elif name == "event":
             self._event_type = value
@@ -169,6 +201,7 @@ class SSEDecoder:
 
     def _reset_block(self) -> None:
         self._data.clear()
+        self._data_size = 0
         self._has_data = False
         self._event_type = ""
         self._block_retry = None

@@ -17,19 +17,20 @@ import aiohttp
 import anyio
 
 from .._client._base import rate_limiter_for
-from .._config import PollPolicy, RetryPolicy, Timeouts
+from .._config import PollPolicy, ResponseLimits, RetryPolicy, Timeouts
 from .._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     InvalidInputError,
+    ResponseTooLargeError,
     ResponseValidationError,
 )
 from .._lifecycle import TransportClient, check_base_url
 from .._policy import RequestPolicy, poll_states
 from .._protocol.http import Request, decode_json
-from .._protocol.sse import SSEDecoder
-from .._transport import HTTPTransport
+from .._protocol.sse import EventTooLargeError, SSEDecoder
+from .._transport import BodyReader, HTTPTransport
 from ._events import (
     DatasourceCompleted,
     DatasourceError,
@@ -117,7 +118,8 @@ class _RunStream:
         self._idle_timeout = idle_timeout
         self._stack: AsyncExitStack | None = None
         self._response: aiohttp.ClientResponse | None = None
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_bytes=policy.transport.limits.max_event_bytes)
+        self._reader: BodyReader | None = None
         self._pending: deque[DifyEvent] = deque()
         self._entered = False
         self._done = False
@@ -193,7 +195,16 @@ class _RunStream:
                 raise StopAsyncIteration
             chunk = await self._read(self._response, whole=False)
             if chunk:
-                frames = self._decoder.feed(chunk)
+                try:
+                    frames = self._decoder.feed(chunk)
+                except EventTooLargeError as err:
+                    await self.aclose()
+                    raise ResponseTooLargeError(
+                        f"{self._request.operation}: {err} (ResponseLimits.max_event_bytes; "
+                        "raise it if this stream is legitimate)",
+                        limit=err.limit,
+                        setting="max_event_bytes",
+                    ) from None
             else:
                 frames = self._decoder.close()
                 await self.aclose()  # end of stream: give the connection back now
@@ -210,32 +221,24 @@ class _RunStream:
         self.workflow_run_id = self.workflow_run_id or event.workflow_run_id
 
     async def _read(self, response: aiohttp.ClientResponse, *, whole: bool) -> bytes:
-        """One read with the idle timeout; aiohttp failures become our connection errors."""
-        url = str(response.url.with_query(None))
+        """A whole JSON answer (within ``ResponseLimits``), or the stream's next chunk within
+        the idle timeout; aiohttp failures become our connection errors."""
+        transport = self._policy.transport
+        if whole:
+            return await BodyReader(transport, self._request, response).read()
+        if self._reader is None:
+            self._reader = BodyReader(
+                transport, self._request, response, max_bytes=None, deadline=False
+            )
         try:
             with anyio.fail_after(self._idle_timeout):
-                if whole:
-                    return await response.read()
-                return await response.content.readany()
-        except aiohttp.ServerTimeoutError as err:  # aiohttp's own per-read timeout (timeouts.read)
-            raise APITimeoutError(
-                f"reading {self._request.operation} timed out (timeouts.read)",
-                method="POST",
-                url=url,
-            ) from err
+                return await self._reader.chunk()
         except (TimeoutError, asyncio.TimeoutError) as err:  # distinct classes before 3.11
             raise APITimeoutError(
                 f"no data from {self._request.operation} for {self._idle_timeout} s "
                 "(idle read timeout)",
                 method="POST",
-                url=url,
-            ) from err
-        except (aiohttp.ClientError, OSError) as err:
-            raise APIConnectionError(
-                f"the {self._request.operation} stream broke: {type(err).__name__}"
-                + (f": {err}" if str(err) else ""),
-                method="POST",
-                url=url,
+                url=str(response.url.with_query(None)),
             ) from err
 
 
@@ -330,6 +333,8 @@ class AsyncDifyKnowledgeClient(TransportClient):
     ``stream_idle_timeout`` (default 30 s, Dify pings every 10 s) bounds the gap between two reads
     of a streamed run; it cannot exceed ``timeouts.read``, which aiohttp applies to every read.
     A blocking draft run answers only when the run ends: give ``timeouts.read`` room for it.
+    ``limits=ResponseLimits(...)`` bounds a response's size and read time, and one streamed
+    event's size (``max_event_bytes``).
     """
 
     def __init__(
@@ -345,6 +350,7 @@ class AsyncDifyKnowledgeClient(TransportClient):
         max_connections: int = 100,
         allow_insecure_http: bool = False,
         max_requests_per_second: float | None = None,
+        limits: ResponseLimits | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("DIFY_API_KEY")
         if not key:
@@ -383,6 +389,7 @@ class AsyncDifyKnowledgeClient(TransportClient):
             session=session,
             timeouts=self.timeouts,
             max_connections=max_connections,
+            limits=limits,
         )
         self._policy = RequestPolicy(
             self._transport, classify=classify, retry=self.retry, limiter=self._limiter

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import yarl
 
+from .._lifecycle import is_loopback_host
 from . import _processors
 from ._context import ServerContext
 from ._state import DocumentSource, Execution, ExecutionStep, utcnow
@@ -33,6 +34,7 @@ __all__ = [
 log = logging.getLogger("datalab_async.local")
 
 _CHUNK = 64 * 1024
+_MAX_REDIRECTS = 5
 
 
 class StepFailed(Exception):
@@ -54,20 +56,42 @@ async def fetch_document(ctx: ServerContext, source: DocumentSource) -> tuple[by
     return await _download(ctx, url)
 
 
+def _check_fetchable(ctx: ServerContext, url: yarl.URL) -> None:
+    """The SSRF guard: loopback hosts only unless ``Knobs.remote_file_urls`` (checked again
+    on every redirect)."""
+    if url.scheme not in ("http", "https") or not url.host:
+        raise StepFailed("Could not download file_url: only http(s) URLs can be fetched")
+    if not ctx.knobs.remote_file_urls and not is_loopback_host(url.host):
+        raise StepFailed(
+            f"Could not download file_url: {url.host} is not a loopback address (the local "
+            "server fetches only from this machine unless started with --remote-file-urls)"
+        )
+
+
 async def _download(ctx: ServerContext, url: str) -> tuple[bytes, str]:
     limit = ctx.knobs.max_upload_bytes
     session = await ctx.http()
+    target = yarl.URL(url)
     try:
-        async with session.get(url) as response:
-            if response.status != 200:
-                raise StepFailed(f"Could not download file_url: HTTP {response.status}")
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(_CHUNK):
-                data += chunk
-                if len(data) > limit:
-                    raise StepFailed(f"File at file_url exceeds the {limit} byte limit")
-            disposition = response.content_disposition
-            filename = (disposition.filename if disposition else None) or yarl.URL(url).name
+        for _ in range(_MAX_REDIRECTS + 1):
+            _check_fetchable(ctx, target)
+            async with session.get(target, allow_redirects=False) as response:
+                location = response.headers.get("Location")
+                if response.status in (301, 302, 303, 307, 308) and location:
+                    target = target.join(yarl.URL(location))
+                    continue
+                if response.status != 200:
+                    raise StepFailed(f"Could not download file_url: HTTP {response.status}")
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(_CHUNK):
+                    data += chunk
+                    if len(data) > limit:
+                        raise StepFailed(f"File at file_url exceeds the {limit} byte limit")
+                disposition = response.content_disposition
+                filename = (disposition.filename if disposition else None) or target.name
+                break
+        else:
+            raise StepFailed("Could not download file_url: too many redirects")
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
         raise StepFailed(f"Could not download file_url: {exc or type(exc).__name__}") from exc
     if not data:
@@ -218,11 +242,12 @@ async def run_pipeline_execution(ctx: ServerContext, execution: Execution) -> No
 
 
 async def deliver_webhook(ctx: ServerContext, url: str, payload: dict[str, Any]) -> None:
-    """POST ``payload`` to ``url`` once; failures are logged, never raised."""
+    """POST ``payload`` to ``url`` once; failures are logged, never raised. Redirects are not
+    followed: a 307 would carry the webhook secret in the body to wherever it points."""
     try:
         session = await ctx.http()
         async with session.post(
-            url, json=payload, timeout=aiohttp.ClientTimeout(total=10)
+            url, json=payload, timeout=aiohttp.ClientTimeout(total=10), allow_redirects=False
         ) as response:
             if response.status >= 400:
                 log.warning("webhook %s answered HTTP %s", url, response.status)

@@ -119,6 +119,14 @@ class Knobs:
     max_upload_bytes: int = attrs.field(
         default=200 * _MB, validator=_positive, metadata=_help("largest accepted file (413 over)")
     )
+    remote_file_urls: bool = attrs.field(
+        default=False,
+        metadata=_help(
+            "download file_url documents from any host; by default only from loopback "
+            "addresses (redirects included), so a server reachable from elsewhere cannot be "
+            "made to fetch internal URLs"
+        ),
+    )
     workflow_steps_shape: Literal["flat", "nested"] = attrs.field(
         default="flat",
         validator=attrs.validators.in_(("flat", "nested")),

@@ -52,6 +52,7 @@ from .._folder_manifest import (
     execution_failure,
     fingerprint_file,
     ignored_list_path,
+    json_line,
     unique_entries,
     write_ignored,
 )
@@ -432,7 +433,7 @@ def _write_listing(
                     skipped += 1
                     continue
                 record = {"r": entry.relative, "s": entry.source, "u": entry.url}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.write(json_line(record))
                 total += 1
         os.replace(tmp, target)
         write_ignored(ignored_list_path(target), ignored)  # named by `temporal run`'s summary
