@@ -23,9 +23,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._config import PollPolicy
 from .._errors import DatalabError, InvalidInputError
 from .._models import ExecutionStatus, PipelineExecution
-from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
+from .._policy import (
+    CircuitBreaker,
+    RateLimiter,
+    check_concurrency,
+    deadline_after,
+    document_pace,
+    run_bounded,
+)
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from .setup import SetupMixin
 from .watch import RunTracker, WatchMixin
 
 __all__ = [
@@ -222,6 +230,7 @@ class _Run:
     run_options: dict[str, Any]
     scope: anyio.CancelScope | None = None  # the task group's, once running
     failure: BaseException | None = None
+    breaker: CircuitBreaker | None = None
 
     def fail(self, error: BaseException) -> None:
         """Record the first failure and cancel everything (fail-fast, or a broken input)."""
@@ -235,7 +244,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class FanoutMixin(WatchMixin):
+class FanoutMixin(WatchMixin, SetupMixin):
     """``map_pipeline``: one pipeline over many documents, bounded and streaming."""
 
     def map_pipeline(
@@ -249,6 +258,7 @@ class FanoutMixin(WatchMixin):
         fail_fast: bool = False,
         timeout: float | None = None,
         poll: PollPolicy | None = None,
+        stop_on_setup_error: bool = True,
         **run_options: Any,
     ) -> AbstractAsyncContextManager[AsyncIterator[DocumentOutcome]]:
         """Run ``pipeline_id`` on every source; outcomes arrive as documents finish.
@@ -269,6 +279,12 @@ class FanoutMixin(WatchMixin):
         ``fail_fast=True``: then the first failure cancels the rest and is raised from the
         ``async with`` (``DocumentFailedError`` for an execution that ended failed). Leaving the
         block early cancels the documents in flight.
+
+        With ``stop_on_setup_error`` (the default) a failure that would hit every document (a
+        401, a 403 of the account, a 404 of the pipeline, or the host unreachable for
+        ``poll.give_up_after`` seconds) is not handed out as one outcome per document: it stops
+        the fan-out and the ``async with`` raises one ``SetupError`` (documents not started
+        are never yielded). False gives each document its own outcome, as before.
         """
         validate_id(pipeline_id, "pipeline_id")
         check_concurrency(concurrency)
@@ -279,19 +295,21 @@ class FanoutMixin(WatchMixin):
             raise InvalidInputError("timeout must be > 0 seconds or None", field="timeout")
         proto.validate_run_options(pipeline_id, run_options)
         checked = _check_sources(sources)
-        return self._map(
-            checked,
-            concurrency,
-            pace,
-            _Run(
-                pipeline_id=pipeline_id,
-                fetch_results=fetch_results,
-                fail_fast=fail_fast,
-                timeout=timeout,
-                poll=poll,
-                run_options=run_options,
-            ),
+        run = _Run(
+            pipeline_id=pipeline_id,
+            fetch_results=fetch_results,
+            fail_fast=fail_fast,
+            timeout=timeout,
+            poll=poll,
+            run_options=run_options,
         )
+        run.breaker = self._circuit_breaker(
+            pipeline_id,
+            poll=poll or self.default_poll,
+            enabled=stop_on_setup_error,
+            on_trip=run.fail,
+        )
+        return self._map(checked, concurrency, pace, run)
 
     @asynccontextmanager
     async def _map(
@@ -335,6 +353,9 @@ class FanoutMixin(WatchMixin):
             if pace is not None:
                 await pace.acquire()
             outcome = await self._process(index, item, run)
+            breaker = run.breaker
+            if outcome.error is not None and breaker is not None and breaker.absorbs(outcome.error):
+                return  # the fan-out stops with one SetupError (absorbs tripped it)
             if run.fail_fast and not outcome.ok:
                 run.fail(outcome.error or DocumentFailedError(outcome))
                 return
@@ -342,7 +363,11 @@ class FanoutMixin(WatchMixin):
 
         with send:
             try:
-                await run_bounded(_numbered(sources), document, concurrency=concurrency)
+                assert run.breaker is not None
+                await run.breaker.run(
+                    self._policy,
+                    lambda: run_bounded(_numbered(sources), document, concurrency=concurrency),
+                )
             except Exception as err:
                 # The source iterable itself failed: nothing sensible to go on with.
                 run.fail(err)

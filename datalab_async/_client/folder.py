@@ -40,9 +40,17 @@ from .._folder_manifest import (
     write_results,
 )
 from .._models import ExecutionStatus, PipelineExecution
-from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
+from .._policy import (
+    CircuitBreaker,
+    RateLimiter,
+    check_concurrency,
+    deadline_after,
+    document_pace,
+    run_bounded,
+)
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from .setup import SetupMixin
 from .watch import RunTracker, WatchMixin
 
 __all__ = ["FolderEvent", "FolderMixin"]
@@ -108,6 +116,10 @@ class _Job:
     ``submitted`` with the execution id, flushed and fsynced before anything else → wait →
     fetch the step results → write them → manifest ``completed`` / ``failed``.
     """
+
+    # Set for the run: a failure that would hit every document trips it instead of being
+    # recorded against one (the document stays pending).
+    breaker: CircuitBreaker | None = None
 
     def __init__(
         self,
@@ -258,12 +270,20 @@ class _Job:
 
     def _record_failure(self, relative: str, error: BaseException) -> None:
         """Nothing was submitted: recorded as failed, so a re-run submits it again."""
+        if self.breaker is not None and self.breaker.holds(
+            error, lambda: self._record_failure(relative, error)
+        ):
+            return
         reason = describe_error(error)
         self.manifest.record("failed", relative, self.config, reason=reason)
         self.fail(relative, reason, error=error)
 
     def _interrupted(self, relative: str, execution_id: str, error: BaseException) -> None:
         # Not recorded as failed: the execution may still finish, and a re-run resumes it.
+        if self.breaker is not None and self.breaker.holds(
+            error, lambda: self._interrupted(relative, execution_id, error)
+        ):
+            return
         reason = f"{describe_error(error)} (execution {execution_id}; a re-run resumes it)"
         self.fail(relative, reason, execution_id, error)
 
@@ -349,7 +369,7 @@ class _Job:
             self.fail(relative, reason, execution_id)
 
 
-class FolderMixin(WatchMixin):
+class FolderMixin(WatchMixin, SetupMixin):
     """``process_folder`` / ``process_paths``: bulk runs with results on disk and resume."""
 
     async def process_folder(
@@ -366,6 +386,8 @@ class FolderMixin(WatchMixin):
         timeout: float | None = None,  # noqa: ASYNC109 - per document, not for the whole call
         poll: PollPolicy | None = None,
         on_event: Callable[[FolderEvent], object] | None = None,
+        check_setup: bool = True,
+        stop_on_setup_error: bool = True,
         **run_options: Any,
     ) -> FolderSummary:
         """Run ``pipeline_id`` on every supported document under ``folder``; results to disk.
@@ -387,6 +409,14 @@ class FolderMixin(WatchMixin):
         ``run_options`` go to ``run_pipeline`` (``version``, ``page_range``, ``output_format``,
         ``run_evals``, ``skip_cache``, ``webhook_url``). ``on_event`` is called with a
         :class:`FolderEvent` as each document moves on (from the event loop: keep it quick).
+
+        A broken setup stops the job with one ``SetupError`` instead of failing every
+        document: ``check_setup`` first checks the key, the pipeline and the host with one
+        request (``check_setup()``), and with ``stop_on_setup_error`` a circuit breaker stops
+        the job on a 401, a 403 of the account, a 404 of the pipeline, or the host unreachable
+        for ``poll.give_up_after`` seconds. Documents not processed are left out of the
+        manifest (a re-run once it is fixed does them); ``SetupError.summary`` holds the
+        partial summary.
         """
         root = Path(folder)
         if not await anyio.Path(root).is_dir():
@@ -403,6 +433,8 @@ class FolderMixin(WatchMixin):
             timeout=timeout,
             poll=poll,
             on_event=on_event,
+            check_setup=check_setup,
+            stop_on_setup_error=stop_on_setup_error,
             **run_options,
         )
 
@@ -420,6 +452,8 @@ class FolderMixin(WatchMixin):
         timeout: float | None = None,  # noqa: ASYNC109 - per document, not for the whole call
         poll: PollPolicy | None = None,
         on_event: Callable[[FolderEvent], object] | None = None,
+        check_setup: bool = True,
+        stop_on_setup_error: bool = True,
         **run_options: Any,
     ) -> FolderSummary:
         """``process_folder`` over several files and folders (the CLI's ``run``).
@@ -430,6 +464,11 @@ class FolderMixin(WatchMixin):
         """
         inputs = await _checked_arguments(paths, pipeline_id, concurrency, timeout, run_options)
         pace = document_pace(max_per_second)
+        if check_setup:
+            await self._preflight(pipeline_id)  # SetupError before anything is written
+        breaker = self._circuit_breaker(
+            pipeline_id, poll=poll or self.default_poll, enabled=stop_on_setup_error
+        )
 
         started = time.monotonic()
         target, manifest, states = await anyio.to_thread.run_sync(_prepare, Path(out_dir), resume)
@@ -446,18 +485,26 @@ class FolderMixin(WatchMixin):
             pace=pace,
             on_event=on_event,
         )
+        job.breaker = breaker
         try:
             entries = unique_entries(
                 inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
             )
-            await run_bounded(job.plan(entries), job.document, concurrency=concurrency)
+            await breaker.run(
+                self._policy,
+                lambda: run_bounded(job.plan(entries), job.document, concurrency=concurrency),
+            )
         finally:
             with anyio.CancelScope(shield=True):
                 try:
                     await anyio.to_thread.run_sync(manifest.fsync)
                 finally:
                     manifest.close()
-        return job.tally.summary(time.monotonic() - started, target, manifest.path)
+        summary = job.tally.summary(time.monotonic() - started, target, manifest.path)
+        if breaker.error is not None:
+            breaker.error.summary = summary
+            raise breaker.error
+        return summary
 
 
 async def _checked_arguments(

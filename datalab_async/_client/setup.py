@@ -1,0 +1,71 @@
+"""The setup check before a bulk job, and the circuit breaker each job runs under.
+
+``check_setup`` is one ``GET /pipelines/{id}``: it proves at once that the host answers, that
+the key is accepted and that the pipeline exists, before anything is uploaded. During the job
+the breaker (``datalab_async._policy.breaker``) stops it on the same failures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .._config import PollPolicy
+from .._errors import APIConnectionError, RateLimitError, ServerError, SetupError
+from .._models import Pipeline
+from .._policy.breaker import CircuitBreaker, describe_setup_fault, setup_fault
+from .._protocol import pipelines as proto
+from ._base import BaseClient
+
+__all__ = ["SetupMixin"]
+
+logger = logging.getLogger("datalab_async")
+
+
+class SetupMixin(BaseClient):
+    """``check_setup`` and the breaker factory shared by the folder job and the fan-out."""
+
+    async def check_setup(self, pipeline_id: str) -> Pipeline:
+        """Check the key, the pipeline and the host with one request (``GET`` the pipeline).
+
+        ::
+
+            await client.check_setup("pl_x")   # raises SetupError: "stopped: the API key ..."
+
+        Returns the pipeline. Raises ``SetupError`` (the server's error as ``.error`` and
+        ``__cause__``) when the key is refused (401), the account may not use the pipeline
+        (403), the pipeline does not exist (404) or the host cannot be reached (after the
+        request policy's retries); any other failure as it is.
+        """
+        try:
+            return await self._call(proto.get_pipeline(pipeline_id), Pipeline)
+        except APIConnectionError as err:
+            message = describe_setup_fault("host", err, pipeline_id=pipeline_id, window=None)
+            raise SetupError(message, reason="host", error=err) from err
+        except Exception as err:
+            fault = setup_fault(err)
+            if fault is None:
+                raise
+            message = describe_setup_fault(fault, err, pipeline_id=pipeline_id, window=None)
+            raise SetupError(message, reason=fault, error=err) from err
+
+    async def _preflight(self, pipeline_id: str) -> None:
+        """``check_setup`` before a bulk job; a server error or rate limit (after retries)
+        does not stop the job: it is logged and the job's own handling takes over."""
+        try:
+            await self.check_setup(pipeline_id)
+        except (ServerError, RateLimitError) as err:
+            logger.warning("could not check the setup of %s (%s); going on", pipeline_id, err)
+
+    def _circuit_breaker(
+        self,
+        pipeline_id: str,
+        *,
+        poll: PollPolicy,
+        enabled: bool,
+        on_trip: Callable[[SetupError], object] | None = None,
+    ) -> CircuitBreaker:
+        """A breaker for one job; its host window is the job's ``poll.give_up_after``."""
+        return CircuitBreaker(
+            pipeline_id, window=poll.give_up_after, enabled=enabled, on_trip=on_trip
+        )
