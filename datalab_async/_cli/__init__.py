@@ -16,7 +16,8 @@ command is one module listed in :data:`COMMANDS`. Shared pieces: ``_common`` (ar
 connection flags, the client), ``progress`` (live displays fed by ``FolderEvent`` s) and
 ``summary`` (a ``FolderSummary`` as tables, lines or JSON).
 
-Exit codes: 0 success, 1 a document or a request failed, 2 bad usage, 130 interrupted.
+Exit codes: 0 success, 1 a document or a request failed, 2 bad usage, 3 a broken setup (key,
+permission, pipeline, host) stopped the run, 130 interrupted.
 ``rich`` (the ``cli`` extra) gives a live progress display; without it output is plain lines.
 """
 
@@ -27,10 +28,17 @@ import asyncio
 import gc
 import sys
 
-from .._errors import DatalabError, InvalidInputError
+from .._errors import DatalabError, InvalidInputError, SetupError
 from .._version import __version__
 from . import pipelines, result, run, serve, temporal, watch
-from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CommandModule, UsageError
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_SETUP,
+    EXIT_USAGE,
+    CommandModule,
+    UsageError,
+)
 from .run import DEMO_INVOICE_SCHEMA, EXIT_CODES_HELP
 
 __all__ = ["COMMANDS", "DEMO_INVOICE_SCHEMA", "build_parser", "main"]
@@ -75,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, InvalidInputError) as exc:
         print(f"datalab-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SetupError as exc:  # a broken key, pipeline or host: said once
+        print(f"datalab-async: setup error: {exc}", file=sys.stderr)
+        return EXIT_SETUP
     except DatalabError as exc:
         print(f"datalab-async: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED

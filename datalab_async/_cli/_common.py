@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_SETUP",
     "EXIT_USAGE",
     "CommandModule",
     "Handler",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: A broken setup (key, permission, pipeline, host) stopped the run before each document.
+EXIT_SETUP = 3
 
 #: ``argparse``'s sub-command container, as handed to each command module's ``add_parser``.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
