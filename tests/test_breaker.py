@@ -206,11 +206,22 @@ async def test_check_setup_on_a_dead_host_and_a_server_error(
     async def broken(request: web.Request) -> web.Response:
         return web.json_response({"detail": "Internal server error"}, status=500)
 
+    async def refuse(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"detail": "Invalid API key"}, status=401)
+
     scripted.route("GET", "/api/v1/pipelines/pl_x", broken)
+    scripted.route("POST", "/api/v1/pipelines/pl_x/run", refuse)
     await scripted.start()
     async with AsyncDatalabClient(api_key="k", base_url=scripted.url, retry=FAST_RETRY) as api:
         with pytest.raises(ServerError):  # not a setup fault: raised as it is
             await api.check_setup("pl_x")
+        # A check that proves nothing does not stop a folder job: its breaker takes over.
+        docs = make_folder(tmp_path / "docs", 3)
+        with pytest.raises(SetupError) as caught:
+            await api.process_folder(docs, "pl_x", tmp_path / "out", concurrency=1)
+    assert caught.value.reason == "api_key"
+    assert scripted.count("POST", "/api/v1/pipelines/pl_x/run") == 1
 
 
 async def test_process_folder_checks_the_setup_before_writing_anything(
@@ -331,6 +342,30 @@ async def test_folder_job_on_a_dead_host_ends_after_the_give_up_window(tmp_path:
     assert not [r for r in manifest_lines(out) if r.get("event") == "failed"]
     # The job stopped part-way: it did not walk on through every document of the folder.
     assert 0 < len(queued) < 1000
+
+
+async def test_the_last_documents_failing_on_a_dead_host_still_stop_once(tmp_path: Path) -> None:
+    """Every document fails before the window ends: the job probes the host until the window
+    is over rather than reporting each document, then stops with one SetupError."""
+    docs = make_folder(tmp_path / "docs", 6)
+    url = f"http://127.0.0.1:{free_port()}"
+    poll = PollPolicy(initial=0.02, max_interval=0.1, give_up_after=0.5)
+    events: list[FolderEvent] = []
+    async with AsyncDatalabClient(api_key="k", base_url=url, retry=FAST_RETRY) as api:
+        with pytest.raises(SetupError) as caught:
+            await api.process_folder(
+                docs,
+                "pl_x",
+                tmp_path / "out",
+                concurrency=6,
+                poll=poll,
+                check_setup=False,
+                on_event=events.append,
+            )
+    assert caught.value.reason == "host"
+    assert caught.value.summary is not None and not caught.value.summary.failed
+    assert len([e for e in events if e.kind == "queued"]) == 6
+    assert not [e for e in events if e.kind == "failed"]
 
 
 # -- the breaker in map_pipeline ------------------------------------------------------------------

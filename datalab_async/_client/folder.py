@@ -493,6 +493,7 @@ class FolderMixin(WatchMixin, SetupMixin):
             await breaker.run(
                 self._policy,
                 lambda: run_bounded(job.plan(entries), job.document, concurrency=concurrency),
+                probe=lambda: self._send(proto.get_pipeline(pipeline_id)),
             )
         finally:
             with anyio.CancelScope(shield=True):

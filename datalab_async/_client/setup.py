@@ -11,7 +11,13 @@ import logging
 from collections.abc import Callable
 
 from .._config import PollPolicy
-from .._errors import APIConnectionError, RateLimitError, ServerError, SetupError
+from .._errors import (
+    APIConnectionError,
+    RateLimitError,
+    ResponseValidationError,
+    ServerError,
+    SetupError,
+)
 from .._models import Pipeline
 from .._policy.breaker import CircuitBreaker, describe_setup_fault, setup_fault
 from .._protocol import pipelines as proto
@@ -50,11 +56,12 @@ class SetupMixin(BaseClient):
             raise SetupError(message, reason=fault, error=err) from err
 
     async def _preflight(self, pipeline_id: str) -> None:
-        """``check_setup`` before a bulk job; a server error or rate limit (after retries)
-        does not stop the job: it is logged and the job's own handling takes over."""
+        """``check_setup`` before a bulk job. A server error or rate limit (after retries), or
+        a pipeline body this version cannot read, proves nothing about the setup: it is
+        logged and the job goes on under its breaker."""
         try:
             await self.check_setup(pipeline_id)
-        except (ServerError, RateLimitError) as err:
+        except (ServerError, RateLimitError, ResponseValidationError) as err:
             logger.warning("could not check the setup of %s (%s); going on", pipeline_id, err)
 
     def _circuit_breaker(

@@ -235,9 +235,21 @@ class CircuitBreaker:
             if self._held:
                 self.release()
 
-    async def run(self, policy: RequestPolicy | None, body: Callable[[], Awaitable[None]]) -> None:
+    async def run(
+        self,
+        policy: RequestPolicy | None,
+        body: Callable[[], Awaitable[object]],
+        *,
+        probe: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         """Run ``body`` under the breaker: a trip cancels it (then ``error`` is set and this
-        returns normally); its own exceptions are raised as themselves."""
+        returns normally); its own exceptions are raised as themselves.
+
+        ``probe`` (one cheap request) settles a body that ran out of documents while the host
+        was failing: it is sent until the host answers (what was held is recorded) or the
+        window ends (the breaker trips), so the last documents of a job on a dead host are not
+        reported one by one either.
+        """
         if not self.enabled:
             await body()
             return
@@ -253,6 +265,8 @@ class CircuitBreaker:
                     tg.start_soon(self._watchdog)
                 try:
                     await body()
+                    if probe is not None:
+                        await self._settle(probe)
                 except Exception as err:
                     failure = err  # raised below as itself, not in an ExceptionGroup
                 finally:
@@ -265,6 +279,15 @@ class CircuitBreaker:
                 self.release()
         if failure is not None:
             raise failure
+
+    async def _settle(self, probe: Callable[[], Awaitable[object]]) -> None:
+        while self._held and self.error is None and self._host.due() is not None:
+            try:
+                await probe()
+            except Exception:  # its outcome reached ``observe``, which decides
+                pass
+            # A pause between probes (the request policy's retries are already inside one).
+            await anyio.sleep(min(1.0, (self.window or 1.0) / 10))
 
     async def _watchdog(self) -> None:
         """Trips when a run of connection failures lasts the whole window, even if no request
