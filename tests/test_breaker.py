@@ -172,6 +172,40 @@ async def test_breaker_holds_connection_failures_while_the_host_is_failing() -> 
     assert not inert.tripped
 
 
+async def test_watchdog_trips_when_the_window_passes_with_no_answer() -> None:
+    """No request needs to fail at the very end of the window: the watchdog trips then."""
+    breaker = CircuitBreaker("pl_x", window=0.2)
+    request = Request("GET", "/api/v1/pipelines/executions/pex_1", "get_pipeline_execution")
+    reached_end = False
+
+    async def body() -> None:
+        nonlocal reached_end
+        breaker.observe(request, connection_error("get_pipeline_execution"))
+        await anyio.sleep(30)  # every document between two retries
+        reached_end = True
+
+    await breaker.run(None, body)
+    assert breaker.error is not None and breaker.error.reason == "host"
+    assert isinstance(breaker.error.__cause__, APIConnectionError)
+    assert not reached_end
+
+
+async def test_an_answer_within_the_window_keeps_the_job_going() -> None:
+    breaker = CircuitBreaker("pl_x", window=5.0)
+    request = Request("GET", "/api/v1/pipelines/executions/pex_1", "get_pipeline_execution")
+
+    async def body() -> None:
+        for _ in range(4):
+            breaker.observe(request, connection_error("get_pipeline_execution"))
+            await anyio.sleep(0.01)
+            breaker.observe(request, None)  # the host answered: the count starts again
+            await anyio.sleep(0.01)
+        assert breaker._host.due() is None
+
+    await breaker.run(None, body)
+    assert not breaker.tripped
+
+
 # -- check_setup: one request before anything is uploaded ----------------------------------------
 
 

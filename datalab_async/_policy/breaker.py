@@ -150,7 +150,7 @@ class CircuitBreaker:
         self._on_trip = on_trip
         self._host = HostWatch(window)
         self._scope: anyio.CancelScope | None = None
-        self._suspect = anyio.Event()
+        self._suspect: anyio.Event | None = None  # set when a run of failures begins
         self._held: list[Callable[[], object]] = []
         self._releasing = False
         #: Documents whose outcome was held back and, the breaker having tripped, never
@@ -228,7 +228,7 @@ class CircuitBreaker:
             first = self._host.since is None
             if self._host.failed(failure, anyio.current_time()):
                 self.trip("host", failure)
-            elif first:
+            elif first and self._suspect is not None:
                 self._suspect.set()
         else:
             self._host.answered()
@@ -259,6 +259,9 @@ class CircuitBreaker:
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
+                self._suspect = anyio.Event()
+                if self._host.due() is not None:
+                    self._suspect.set()
                 if self.error is not None:
                     tg.cancel_scope.cancel()
                 if self.window is not None and not math.isinf(self.window):
@@ -293,6 +296,7 @@ class CircuitBreaker:
         """Trips when a run of connection failures lasts the whole window, even if no request
         happens to fail at that very moment (every document may be between two retries)."""
         while True:
+            assert self._suspect is not None
             await self._suspect.wait()
             due = self._host.due()
             if due is None:  # answered since: wait for the next run of failures
