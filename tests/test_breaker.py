@@ -206,6 +206,60 @@ async def test_an_answer_within_the_window_keeps_the_job_going() -> None:
     assert not breaker.tripped
 
 
+async def test_half_open_new_documents_wait_for_one_probe_at_a_time() -> None:
+    breaker = CircuitBreaker("pl_x", window=5.0)
+    request = Request("GET", "/api/v1/pipelines/pl_x", "get_pipeline")
+    probes = 0
+    started: list[int] = []
+
+    async def probe() -> None:
+        nonlocal probes
+        probes += 1
+        await anyio.sleep(0.01)
+        breaker.observe(request, None)  # the host answers the probe
+
+    async def work(item: int) -> None:
+        started.append(item)
+
+    admitted = breaker.admitting(work, probe)
+
+    async def body() -> None:
+        await admitted(0)
+        assert probes == 0  # the host answering: no probe
+        breaker.observe(request, connection_error("get_pipeline"))
+        async with anyio.create_task_group() as tg:
+            for i in range(1, 6):
+                tg.start_soon(admitted, i)
+
+    await breaker.run(None, body)
+    assert probes == 1 and sorted(started) == [0, 1, 2, 3, 4, 5]
+    assert not breaker.tripped
+
+
+async def test_half_open_probes_that_never_answer_end_in_a_trip() -> None:
+    breaker = CircuitBreaker("pl_x", window=0.3)
+    request = Request("GET", "/api/v1/pipelines/pl_x", "get_pipeline")
+    started: list[int] = []
+
+    async def probe() -> None:
+        breaker.observe(request, connection_error("get_pipeline"))
+        raise connection_error("get_pipeline")
+
+    async def work(item: int) -> None:
+        started.append(item)
+
+    admitted = breaker.admitting(work, probe)
+
+    async def body() -> None:
+        breaker.observe(request, connection_error("get_pipeline"))
+        for i in range(100):
+            await admitted(i)
+
+    await breaker.run(None, body)
+    assert breaker.error is not None and breaker.error.reason == "host"
+    assert started == []
+
+
 # -- check_setup: one request before anything is uploaded ----------------------------------------
 
 

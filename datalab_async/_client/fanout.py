@@ -363,10 +363,12 @@ class FanoutMixin(WatchMixin, SetupMixin):
 
         with send:
             try:
-                assert run.breaker is not None
-                await run.breaker.run(
+                breaker = run.breaker
+                assert breaker is not None
+                work = breaker.admitting(document, self._probe(run.pipeline_id))
+                await breaker.run(
                     self._policy,
-                    lambda: run_bounded(_numbered(sources), document, concurrency=concurrency),
+                    lambda: run_bounded(_numbered(sources), work, concurrency=concurrency),
                 )
             except Exception as err:
                 # The source iterable itself failed: nothing sensible to go on with.

@@ -490,10 +490,11 @@ class FolderMixin(WatchMixin, SetupMixin):
             entries = unique_entries(
                 inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
             )
+            work = breaker.admitting(job.document, self._probe(pipeline_id))
             await breaker.run(
                 self._policy,
-                lambda: run_bounded(job.plan(entries), job.document, concurrency=concurrency),
-                probe=lambda: self._send(proto.get_pipeline(pipeline_id)),
+                lambda: run_bounded(job.plan(entries), work, concurrency=concurrency),
+                probe=self._probe(pipeline_id),
             )
         finally:
             with anyio.CancelScope(shield=True):

@@ -8,7 +8,7 @@ the breaker (``datalab_async._policy.breaker``) stops it on the same failures.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .._config import PollPolicy
 from .._errors import (
@@ -63,6 +63,14 @@ class SetupMixin(BaseClient):
             await self.check_setup(pipeline_id)
         except (ServerError, RateLimitError, ResponseValidationError) as err:
             logger.warning("could not check the setup of %s (%s); going on", pipeline_id, err)
+
+    def _probe(self, pipeline_id: str) -> Callable[[], Awaitable[object]]:
+        """The breaker's probe while the host is failing: one ``GET`` of the pipeline."""
+
+        async def probe() -> object:
+            return await self._send(proto.get_pipeline(pipeline_id))
+
+        return probe
 
     def _circuit_breaker(
         self,

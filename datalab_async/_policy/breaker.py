@@ -18,14 +18,16 @@ The decision is pure (``setup_fault``, ``HostWatch``); ``CircuitBreaker`` is the
 part: it runs a job's body in a cancel scope that a trip cancels (no new document starts, the
 ones in flight stop at once), watches the client's requests through the request policy's
 observers, and keeps the first ``SetupError``, with the server's own words, for the caller to
-raise once.
+raise once. While the host is failing (a run of connection errors not yet as long as the
+window), it is *half-open*: a new document waits, and one cheap probe request at a time asks
+the host instead; an answer lets the documents through, the window's end trips the breaker.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
 import attrs
@@ -52,6 +54,7 @@ __all__ = [
 ]
 
 SetupFault = Literal["api_key", "permission", "pipeline", "host"]
+T = TypeVar("T")
 
 #: Operations that name the pipeline itself: a 404 there means the pipeline (or the version
 #: asked for) does not exist.
@@ -152,6 +155,7 @@ class CircuitBreaker:
         self._scope: anyio.CancelScope | None = None
         self._suspect: anyio.Event | None = None  # set when a run of failures begins
         self._held: list[Callable[[], object]] = []
+        self._probing: anyio.Lock | None = None
         self._releasing = False
         #: Documents whose outcome was held back and, the breaker having tripped, never
         #: recorded (they stay pending for a re-run).
@@ -235,6 +239,40 @@ class CircuitBreaker:
             if self._held:
                 self.release()
 
+    def admitting(
+        self,
+        work: Callable[[T], Awaitable[None]],
+        probe: Callable[[], Awaitable[object]],
+    ) -> Callable[[T], Awaitable[None]]:
+        """``work`` for a bounded pool, each item started only once ``admit`` lets it."""
+
+        async def admitted(item: T) -> None:
+            await self.admit(probe)
+            await work(item)
+
+        return admitted if self.enabled else work
+
+    async def admit(self, probe: Callable[[], Awaitable[object]]) -> None:
+        """Return when a new document may start: at once while the host answers; while it is
+        failing, once ``probe`` (sent by one waiter at a time, with pauses) gets an answer.
+        A trip meanwhile cancels the wait with the rest of the job."""
+        if self._probing is None:
+            self._probing = anyio.Lock()
+        while self.error is None and self._host.due() is not None:
+            async with self._probing:
+                if self.error is not None or self._host.due() is None:
+                    break
+                await self._probe_once(probe)
+
+    async def _probe_once(self, probe: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await probe()
+        except Exception:  # its outcome reached ``observe``, which decides
+            pass
+        if self._host.due() is not None:
+            # A pause between probes (the request policy's retries are already inside one).
+            await anyio.sleep(min(1.0, (self.window or 1.0) / 10))
+
     async def run(
         self,
         policy: RequestPolicy | None,
@@ -285,12 +323,7 @@ class CircuitBreaker:
 
     async def _settle(self, probe: Callable[[], Awaitable[object]]) -> None:
         while self._held and self.error is None and self._host.due() is not None:
-            try:
-                await probe()
-            except Exception:  # its outcome reached ``observe``, which decides
-                pass
-            # A pause between probes (the request policy's retries are already inside one).
-            await anyio.sleep(min(1.0, (self.window or 1.0) / 10))
+            await self._probe_once(probe)
 
     async def _watchdog(self) -> None:
         """Trips when a run of connection failures lasts the whole window, even if no request
