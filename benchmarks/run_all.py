@@ -1,6 +1,7 @@
 """Run every benchmark in turn (``make bench``); each prints its own table.
 
-python benchmarks/run_all.py            # the issue's sizes (about 10-12 minutes on 2 cores)
+python benchmarks/run_all.py            # the issue's sizes (about 20 minutes on 2 cores, half
+                                        # of it the setup benchmark's "before" on a dead host)
 python benchmarks/run_all.py --quick    # small sizes (about 5 minutes: the rate-limit
                                         # benchmark needs two minutes per client whatever)
 python benchmarks/run_all.py --only throughput memory
@@ -26,6 +27,7 @@ BENCHMARKS = (
     "dify_ingest",
     "filecheck",
     "response_limits",
+    "setup",
 )
 
 

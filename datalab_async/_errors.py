@@ -57,6 +57,7 @@ __all__ = [
     "ResponseTooLargeError",
     "ResponseValidationError",
     "ServerError",
+    "SetupError",
     "UnsafeRedirectError",
     "UnsupportedMediaTypeError",
     "ValidationError",
@@ -144,9 +145,13 @@ class WaitTimeoutError(DatalabError, TimeoutError):
 
 
 class APIConnectionError(DatalabError):
-    """No usable response: the connection failed, dropped, or the body could not be read."""
+    """No usable response: the connection failed, dropped, or the body could not be read.
+
+    ``operation`` names the call that failed (e.g. ``"run_pipeline"``), when known.
+    """
 
     retryable = True
+    operation: str | None = None
 
     def __init__(
         self,
@@ -186,14 +191,42 @@ class AmbiguousSubmissionError(DatalabError):
         self.execution_ids = execution_ids
 
 
+class SetupError(DatalabError):
+    """A bulk job (``process_folder``, ``map_pipeline``, the CLI's ``run``) stopped because of a
+    failure that would hit every document: the API key refused (401), no permission or no
+    subscription (403), the pipeline not found (404), or the host unreachable for the whole
+    give-up window. Found by the check before the job or by its circuit breaker.
+
+    ``reason`` is ``"api_key"``, ``"permission"``, ``"pipeline"`` or ``"host"``; ``error`` (also
+    ``__cause__``) is the failure as the server reported it, so ``str(exc)`` holds its words.
+    ``summary`` is the partial ``FolderSummary`` of a folder job (None elsewhere): documents not
+    attempted were left out of the manifest, so a re-run once the setup is fixed does them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        error: BaseException | None = None,
+        summary: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.error = error
+        self.summary = summary
+
+
 class APIStatusError(DatalabError):
     """The server answered with an error status.
 
     ``detail`` is the parsed error payload (a string, or FastAPI's list of validation errors),
-    ``body`` the whole decoded body, ``message`` the human-readable server message.
+    ``body`` the whole decoded body, ``message`` the human-readable server message,
+    ``operation`` the call that failed (e.g. ``"run_pipeline"``), when known.
     """
 
     status_code: int
+    operation: str | None = None
 
     def __init__(
         self,

@@ -528,6 +528,12 @@ def _apply(states: dict[str, DocState], record: Mapping[str, Any]) -> None:
             state.mtime_ns = state.mtime_ns if state.mtime_ns is not None else previous.mtime_ns
         states[path] = state
         return
+    if event == "refused":
+        # The intent's POST was refused: nothing was created, as if it never started.
+        current = states.get(path)
+        if current is not None and current.status == "intent" and current.config == config:
+            del states[path]
+        return
     if event not in ("completed", "failed", "ambiguous"):
         return
     current = states.get(path)

@@ -276,6 +276,7 @@ class Worker:
                     concurrency=1,
                     timeout=self.args.timeout,
                     on_event=job.on_event,
+                    check_setup=False,  # one document per job: its run POST is the check
                 )
         except DatalabError as err:  # e.g. the document has gone, or a bad pipeline id
             log.info("failed   %s %s: %s", job.pipeline_id, shown(job.path), err)

@@ -17,11 +17,13 @@ from datalab_async import (
     APIConnectionError,
     AsyncDatalabClient,
     FolderEvent,
+    FolderSummary,
     PermissionDeniedError,
     PollPolicy,
     QuotaExceededError,
     RateLimitError,
     RetryPolicy,
+    SetupError,
 )
 from datalab_async._client import submit as submit_module
 from datalab_async._client._board import StatusBoard
@@ -189,7 +191,10 @@ def _documents(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-async def test_folder_watch_on_a_vanished_host_keeps_the_execution_id(tmp_path: Path) -> None:
+@pytest.mark.parametrize("breaker", [True, False])
+async def test_folder_watch_on_a_vanished_host_keeps_the_execution_id(
+    tmp_path: Path, breaker: bool
+) -> None:
     docs = _documents(tmp_path / "in", 3)
     server = LocalDatalab(step_latency=60)
     await server.start()
@@ -207,20 +212,34 @@ async def test_folder_watch_on_a_vanished_host_keeps_the_execution_id(tmp_path: 
         await all_submitted.wait()
         await server.close()
 
+    async def run() -> FolderSummary:
+        return await c.process_folder(
+            docs[0].parent,
+            pipeline_id,
+            tmp_path / "out",
+            poll=GIVE_UP,
+            on_event=on_event,
+            stop_on_setup_error=breaker,
+        )
+
     async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url, retry=FAST) as c:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_when_submitted)
-            summary = await c.process_folder(
-                docs[0].parent,
-                pipeline_id,
-                tmp_path / "out",
-                poll=GIVE_UP,
-                on_event=on_event,
-            )
-    assert not summary.done and len(summary.failed) == len(docs)
-    for outcome in summary.failed:
-        assert isinstance(outcome.error, APIConnectionError) and outcome.execution_id
-        assert "a re-run resumes it" in outcome.reason
+            if breaker:
+                # The host gone for the whole give-up window stops the job with one error;
+                # the documents stay submitted, for a re-run to resume.
+                with pytest.raises(SetupError) as caught:
+                    await run()
+                assert caught.value.reason == "host"
+                assert isinstance(caught.value.__cause__, APIConnectionError)
+                summary = caught.value.summary
+                assert not summary.done and not summary.failed
+            else:
+                summary = await run()
+                assert not summary.done and len(summary.failed) == len(docs)
+                for outcome in summary.failed:
+                    assert isinstance(outcome.error, APIConnectionError) and outcome.execution_id
+                    assert "a re-run resumes it" in outcome.reason
     manifest = (tmp_path / "out" / ".datalab-manifest.jsonl").read_text()
     assert manifest.count('"submitted"') == len(docs) and '"failed"' not in manifest
 

@@ -720,7 +720,9 @@ async def test_server_supplied_names_cannot_escape_out_dir(
     (src / "doc.pdf").write_bytes(b"%PDF-1.4 doc")
     out = tmp_path / "deep" / "out"
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
-        summary = await client.process_folder(src, "pl_1", out, concurrency=1)
+        summary = await client.process_folder(
+            src, "pl_1", out, concurrency=1, check_setup=False
+        )
     assert summary.done == ("doc.pdf",), summary.failed
     written = files_under(tmp_path) - files_under(src)
     real_out = out.resolve()
@@ -746,7 +748,7 @@ async def test_crafted_input_names_cannot_escape_out_dir(
         (src / name).write_bytes(b"%PDF-1.4 " + name.encode())
     out = tmp_path / "out"
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
-        summary = await client.process_folder(src, "pl_1", out)
+        summary = await client.process_folder(src, "pl_1", out, check_setup=False)
     assert sorted(summary.done) == sorted(names), summary.failed
     written = files_under(tmp_path) - files_under(src)
     assert all(p.resolve().is_relative_to(out.resolve()) for p in written), written
@@ -773,7 +775,7 @@ async def test_symlinks_out_of_the_input_folder_are_not_followed(
     (src / "inside.pdf").symlink_to(src / "mine.pdf")  # inside the folder: fine
     out = tmp_path / "out"
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
-        summary = await client.process_folder(src, "pl_1", out)
+        summary = await client.process_folder(src, "pl_1", out, check_setup=False)
     assert sorted(summary.done) == ["inside.pdf", "mine.pdf"]
     assert "leak.pdf" in {i.relative for i in summary.ignored}
     # inside.pdf has mine.pdf's content: submitted once, its results copied.
@@ -802,7 +804,7 @@ async def test_symlink_planted_in_out_dir_is_not_written_through(
     (out / "b.pdf").mkdir()
     (out / "b.pdf" / "0_convert.json").symlink_to(victim)
     async with AsyncDatalabClient(api_key=KEY, base_url=scripted.url) as client:
-        summary = await client.process_folder(src, "pl_1", out)
+        summary = await client.process_folder(src, "pl_1", out, check_setup=False)
     assert victim.read_text() == "untouched"
     assert sorted(outside.iterdir()) == [victim]
     failed = {o.relative: o.reason for o in summary.failed}

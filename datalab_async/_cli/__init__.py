@@ -17,8 +17,9 @@ command is one module listed in :data:`COMMANDS`. Shared pieces: ``_common`` (ar
 connection flags, the client), ``progress`` (live displays fed by ``FolderEvent`` s) and
 ``summary`` (a ``FolderSummary`` as tables, lines or JSON).
 
-Exit codes: 0 success, 1 a document or a request failed, 2 bad usage, 3 broken setup (``dify
-ingest``: key refused, quota, no dataset), 130 interrupted.
+Exit codes: 0 success, 1 a document or a request failed, 2 bad usage, 3 a broken setup (key,
+permission, pipeline, host; ``dify ingest``: key refused, quota, no dataset) stopped the run,
+130 interrupted (143 on SIGTERM).
 ``rich`` (the ``cli`` extra) gives a live progress display; without it output is plain lines.
 """
 
@@ -29,12 +30,13 @@ import asyncio
 import gc
 import sys
 
-from .._errors import DatalabError, InvalidInputError
+from .._errors import DatalabError, InvalidInputError, SetupError
 from .._version import __version__
 from . import dify, pipelines, result, run, serve, temporal, watch
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_SETUP,
     EXIT_USAGE,
     CommandModule,
     UsageError,
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         message = cli_message(exc, args)
         print(f"datalab-async: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except SetupError as exc:  # a broken key, pipeline or host: said once
+        print(f"datalab-async: setup error: {exc}", file=sys.stderr)
+        return EXIT_SETUP
     except DatalabError as exc:
         print(f"datalab-async: {type(exc).__name__}: {cli_message(exc, args)}", file=sys.stderr)
         return EXIT_FAILED

@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_SETUP",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CommandModule",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: A broken setup (key, permission, pipeline, host) stopped the run before each document.
+EXIT_SETUP = 3
 #: Stopped by SIGTERM (what Docker and Kubernetes send): 128 + 15, as shells report it.
 EXIT_TERMINATED = 143
 

@@ -18,6 +18,7 @@ import anyio
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_SETUP,
     Subparsers,
     UsageError,
     positive_float,
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
     from ..dify import AsyncDifyKnowledgeClient, IngestEvent, IngestSummary
 
 __all__ = ["EXIT_SETUP", "add_parser", "summary_document"]
-
-#: The job stopped because the setup is broken (key refused, no permission, quota, no dataset).
-EXIT_SETUP = 3
 
 EXIT_CODES_HELP = """\
 exit codes:

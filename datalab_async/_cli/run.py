@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._errors import SetupError
 from .._folder_manifest import walk_folder
 from ._common import (
     EXIT_FAILED,
@@ -32,6 +33,7 @@ from ._common import (
 )
 from .progress import PROGRESS_MODES, Display, RichDisplay, make_display
 from .serve import local_pipeline
+from .stopped import report_setup_error
 from .summary import RunRecord, print_summary, summary_json
 
 if TYPE_CHECKING:
@@ -61,6 +63,9 @@ exit codes:
   0    success (run: every document done, or skipped as done before)
   1    a document, an execution (watch) or a request failed
   2    usage error (bad arguments, missing API key, unknown paths)
+  3    stopped on a broken setup: the API key refused, no permission or
+       subscription, the pipeline not found, or the host unreachable; said
+       once, documents not processed stay pending: fix it and run again
   130  interrupted (Ctrl-C); run again and it resumes from the manifest
   143  stopped by SIGTERM (docker stop, Kubernetes); run again and it resumes
 
@@ -118,6 +123,11 @@ def add_parser(commands: Subparsers) -> None:
     )
     run.add_argument(
         "--timeout", type=positive_float, metavar="S", help="give up on a document after S s"
+    )
+    run.add_argument(
+        "--no-check-setup",
+        action="store_true",
+        help="skip the one request that checks the key, pipeline and host before starting",
     )
     _add_output_flags(run)
     _add_local_flags(run)
@@ -290,6 +300,7 @@ async def _run(args: argparse.Namespace) -> int:
     target = _local_target(args) if args.local else _remote_target(args)
     display = _display(args)
     record = RunRecord()
+    stopped: SetupError | None = None
 
     def on_event(event: FolderEvent) -> None:
         record.event(event)
@@ -334,10 +345,18 @@ async def _run(args: argparse.Namespace) -> int:
                         on_event=on_event,
                         control=control,
                         resubmit_ambiguous=args.resubmit_ambiguous,
+                        check_setup=not args.no_check_setup,
                         **options,
                     )
+        except SetupError as err:
+            stopped = err
         finally:
             display.stop()
+    if stopped is not None:
+        console = display.console if isinstance(display, RichDisplay) else None
+        return report_setup_error(
+            stopped, json_output=args.json, record=record, pipeline_id=pipeline_id, console=console
+        )
     code = EXIT_OK if summary.ok else EXIT_FAILED
     if summary.interrupted:
         code = signals.exit_code or EXIT_INTERRUPTED

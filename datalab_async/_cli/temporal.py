@@ -9,9 +9,9 @@
     datalab-async temporal stop WORKFLOW_ID [--cancel-in-flight]
 
 ``add_parser(subparsers)`` adds the command; ``handle(args)`` runs it and returns the exit code
-(0 ok, 1 a document or request failed, 2 bad usage, 130 interrupted). The workflow, activities
-and worker live in ``datalab_async.temporal``; this module imports ``temporalio`` only when a
-command runs, so ``--help`` works without the ``temporal`` extra.
+(0 ok, 1 a document or request failed, 2 bad usage, 3 a broken setup, 130 interrupted). The
+workflow, activities and worker live in ``datalab_async.temporal``; this module imports
+``temporalio`` only when a command runs, so ``--help`` works without the ``temporal`` extra.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ._common import (
     positive_float,
     positive_int,
 )
+from .stopped import check_worker_setup
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
@@ -126,6 +127,12 @@ def add_parser(subparsers: Subparsers) -> None:
         help="a dead worker's documents move on after S s (default: %(default)s)",
     )
     run.add_argument("--detach", action="store_true", help="start and exit without following")
+    run.add_argument(
+        "--no-check-setup",
+        action="store_true",
+        help="skip the one request that checks the key, pipeline and host (from "
+        "DATALAB_API_KEY / DATALAB_HOST) before starting",
+    )
     run.add_argument("--plain", action="store_true", help="plain line output")
     run.add_argument(
         "-v", "--verbose", action="store_true", help="plain output: also skipped documents"
@@ -255,6 +262,8 @@ async def _run(args: argparse.Namespace) -> int:
     from .summary import print_summary
 
     job, out_dir = _job_from_args(args)
+    if not args.no_check_setup:
+        await check_worker_setup(args.pipeline_id)  # SetupError: exit 3, nothing started
     workflow_id = args.workflow_id or _default_workflow_id(args.pipeline_id, out_dir)
     temporal = await _connect(args)
     try:

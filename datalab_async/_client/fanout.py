@@ -24,9 +24,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._config import PollPolicy
 from .._errors import DatalabError, InvalidInputError
 from .._models import ExecutionStatus, PipelineExecution
-from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
+from .._policy import (
+    CircuitBreaker,
+    RateLimiter,
+    check_concurrency,
+    deadline_after,
+    document_pace,
+    run_bounded,
+)
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from .setup import SetupMixin
 from .watch import RunTracker, WatchMixin
 
 __all__ = [
@@ -266,6 +274,7 @@ class _Run:
     run_options: dict[str, Any]
     scope: anyio.CancelScope | None = None  # the task group's, once running
     failure: BaseException | None = None
+    breaker: CircuitBreaker | None = None
 
     def fail(self, error: BaseException) -> None:
         """Record the first failure and cancel everything (fail-fast, or a broken input)."""
@@ -279,7 +288,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class FanoutMixin(WatchMixin):
+class FanoutMixin(WatchMixin, SetupMixin):
     """``map_pipeline``: one pipeline over many documents, bounded and streaming."""
 
     def map_pipeline(
@@ -293,6 +302,7 @@ class FanoutMixin(WatchMixin):
         fail_fast: bool = False,
         timeout: float | None = None,
         poll: PollPolicy | None = None,
+        stop_on_setup_error: bool = True,
         **run_options: Any,
     ) -> AbstractAsyncContextManager[AsyncIterator[DocumentOutcome]]:
         """Run ``pipeline_id`` on every source; outcomes arrive as documents finish.
@@ -314,6 +324,13 @@ class FanoutMixin(WatchMixin):
         ``async with`` (``DocumentFailedError`` for an execution that ended failed). Leaving the
         block early cancels the documents in flight. Use it with ``async with`` only: a bare
         ``async for`` over the call raises a TypeError showing this form.
+        block early cancels the documents in flight.
+
+        With ``stop_on_setup_error`` (the default) a failure that would hit every document (a
+        401, a 403 of the account, a 404 of the pipeline, or the host unreachable for
+        ``poll.give_up_after`` seconds) is not handed out as one outcome per document: it stops
+        the fan-out and the ``async with`` raises one ``SetupError`` (documents not started
+        are never yielded). False gives each document its own outcome, as before.
         """
         validate_id(pipeline_id, "pipeline_id")
         check_concurrency(concurrency)
@@ -331,6 +348,12 @@ class FanoutMixin(WatchMixin):
             timeout=timeout,
             poll=poll,
             run_options=run_options,
+        )
+        run.breaker = self._circuit_breaker(
+            pipeline_id,
+            poll=poll or self.default_poll,
+            enabled=stop_on_setup_error,
+            on_trip=run.fail,
         )
         return _MapPipeline(lambda: self._map(checked, concurrency, pace, run))
 
@@ -376,6 +399,9 @@ class FanoutMixin(WatchMixin):
             if pace is not None:
                 await pace.acquire()
             outcome = await self._process(index, item, run)
+            breaker = run.breaker
+            if outcome.error is not None and breaker is not None and breaker.absorbs(outcome.error):
+                return  # the fan-out stops with one SetupError (absorbs tripped it)
             if run.fail_fast and not outcome.ok:
                 run.fail(outcome.error or DocumentFailedError(outcome))
                 return
@@ -383,7 +409,13 @@ class FanoutMixin(WatchMixin):
 
         with send:
             try:
-                await run_bounded(_numbered(sources), document, concurrency=concurrency)
+                breaker = run.breaker
+                assert breaker is not None
+                work = breaker.admitting(document, self._probe(run.pipeline_id))
+                await breaker.run(
+                    self._policy,
+                    lambda: run_bounded(_numbered(sources), work, concurrency=concurrency),
+                )
             except Exception as err:
                 # The source iterable itself failed: nothing sensible to go on with.
                 run.fail(err)

@@ -23,6 +23,7 @@ import attrs
 from .._config import PollPolicy
 from .._errors import (
     AmbiguousSubmissionError,
+    APIStatusError,
     DatalabError,
     InvalidInputError,
     NotFoundError,
@@ -49,10 +50,19 @@ from .._folder_manifest import (
     write_results,
 )
 from .._models import ExecutionStatus, PipelineExecution
-from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
+from .._policy import (
+    CircuitBreaker,
+    RateLimiter,
+    check_concurrency,
+    deadline_after,
+    document_pace,
+    is_ambiguous_create_failure,
+    run_bounded,
+)
 from .._policy.control import JobControl
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from .setup import SetupMixin
 from .submit import PendingRun, expected_for
 from .watch import RunTracker, WatchMixin
 
@@ -141,6 +151,10 @@ class _Job:
     results → write them → ``completed`` / ``failed``. Resuming reconciles intents that never
     got an execution id before anything is sent (``reconcile_intents``).
     """
+
+    # Set for the run: a failure that would hit every document trips it instead of being
+    # recorded against one (the document stays pending).
+    breaker: CircuitBreaker | None = None
 
     def __init__(
         self,
@@ -385,6 +399,9 @@ class _Job:
 
     async def _submit(self, item: _Work, deadline: float) -> None:
         relative, path = item.entry.relative, item.entry.path
+        if self.pace is not None:
+            await self.pace.acquire()
+        self.emit(relative, "queued")
         try:
             fingerprint = item.fingerprint
             if fingerprint is None:
@@ -415,9 +432,6 @@ class _Job:
         original: _Original,
     ) -> None:
         relative = item.entry.relative
-        if self.pace is not None:
-            await self.pace.acquire()
-        self.emit(relative, "queued")
         tracker = RunTracker()
         try:
             with anyio.CancelScope(deadline=deadline) as limit:
@@ -459,7 +473,15 @@ class _Job:
         )
         with self.control.posting():
             await self.durable()
-            execution = await self.client._submit_run(request, self.pipeline_id, known=self.known)
+            try:
+                execution = await self.client._submit_run(
+                    request, self.pipeline_id, known=self.known
+                )
+            except APIStatusError as err:
+                if not is_ambiguous_create_failure(err):
+                    # Refused (4xx, 429, 503): nothing was created; the intent is void.
+                    self.manifest.record("refused", relative, self.config, status=err.status_code)
+                raise
             tracker.execution = execution
             self.manifest.record(
                 "submitted",
@@ -520,6 +542,10 @@ class _Job:
 
     def _record_failure(self, relative: str, error: BaseException) -> None:
         """Nothing was submitted: recorded as failed, so a re-run submits it again."""
+        if self.breaker is not None and self.breaker.holds(
+            error, lambda: self._record_failure(relative, error)
+        ):
+            return
         reason = describe_error(error)
         self.manifest.record("failed", relative, self.config, reason=reason)
         self.fail(relative, reason, error=error)
@@ -543,6 +569,10 @@ class _Job:
 
     def _interrupted(self, relative: str, execution_id: str, error: BaseException) -> None:
         # Not recorded as failed: the execution may still finish, and a re-run resumes it.
+        if self.breaker is not None and self.breaker.holds(
+            error, lambda: self._interrupted(relative, execution_id, error)
+        ):
+            return
         reason = f"{describe_error(error)} (execution {execution_id}; a re-run resumes it)"
         self.fail(relative, reason, execution_id, error)
 
@@ -645,7 +675,7 @@ def _ambiguous_reason(why: str, candidates: tuple[str, ...]) -> str:
     )
 
 
-class FolderMixin(WatchMixin):
+class FolderMixin(WatchMixin, SetupMixin):
     """``process_folder`` / ``process_paths``: bulk runs with results on disk and resume."""
 
     async def process_folder(
@@ -664,6 +694,8 @@ class FolderMixin(WatchMixin):
         on_event: Callable[[FolderEvent], object] | None = None,
         control: JobControl | None = None,
         resubmit_ambiguous: bool = False,
+        check_setup: bool = True,
+        stop_on_setup_error: bool = True,
         **run_options: Any,
     ) -> FolderSummary:
         """Run ``pipeline_id`` on every supported document under ``folder``; results to disk.
@@ -697,6 +729,14 @@ class FolderMixin(WatchMixin):
         the wire finish (bounded) so their ids are recorded, and the partial summary is
         returned with ``interrupted`` set. Cancelling the task drains the same way, then
         raises.
+
+        A broken setup stops the job with one ``SetupError`` instead of failing every
+        document: ``check_setup`` first checks the key, the pipeline and the host with one
+        request (``check_setup()``), and with ``stop_on_setup_error`` a circuit breaker stops
+        the job on a 401, a 403 of the account, a 404 of the pipeline, or the host unreachable
+        for ``poll.give_up_after`` seconds. Documents not processed are left out of the
+        manifest (a re-run once it is fixed does them); ``SetupError.summary`` holds the
+        partial summary.
         """
         root = Path(folder)
         if not await anyio.Path(root).is_dir():
@@ -715,6 +755,8 @@ class FolderMixin(WatchMixin):
             on_event=on_event,
             control=control,
             resubmit_ambiguous=resubmit_ambiguous,
+            check_setup=check_setup,
+            stop_on_setup_error=stop_on_setup_error,
             **run_options,
         )
 
@@ -734,6 +776,8 @@ class FolderMixin(WatchMixin):
         on_event: Callable[[FolderEvent], object] | None = None,
         control: JobControl | None = None,
         resubmit_ambiguous: bool = False,
+        check_setup: bool = True,
+        stop_on_setup_error: bool = True,
         **run_options: Any,
     ) -> FolderSummary:
         """``process_folder`` over several files and folders (the CLI's ``run``).
@@ -745,6 +789,11 @@ class FolderMixin(WatchMixin):
         inputs = await _checked_arguments(paths, pipeline_id, concurrency, timeout, run_options)
         pace = document_pace(max_per_second)
         control = control if control is not None else JobControl()
+        if check_setup:
+            await self._preflight(pipeline_id)  # SetupError before anything is written
+        breaker = self._circuit_breaker(
+            pipeline_id, poll=poll or self.default_poll, enabled=stop_on_setup_error
+        )
 
         started = time.monotonic()
         target, manifest, states, known = await anyio.to_thread.run_sync(
@@ -766,22 +815,32 @@ class FolderMixin(WatchMixin):
             control=control,
             resubmit_ambiguous=resubmit_ambiguous,
         )
+        job.breaker = breaker
         try:
             with control.document():
                 await job.reconcile_intents()
             entries = unique_entries(
                 inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
             )
-            await run_bounded(job.plan(entries), job.document, concurrency=concurrency)
+            work = breaker.admitting(job.document, self._probe(pipeline_id))
+            await breaker.run(
+                self._policy,
+                lambda: run_bounded(job.plan(entries), work, concurrency=concurrency),
+                probe=self._probe(pipeline_id),
+            )
         finally:
             with anyio.CancelScope(shield=True):
                 try:
                     await anyio.to_thread.run_sync(manifest.fsync)
                 finally:
                     manifest.close()
-        return job.tally.summary(
+        summary = job.tally.summary(
             time.monotonic() - started, target, manifest.path, interrupted=control.stopping
         )
+        if breaker.error is not None:
+            breaker.error.summary = summary
+            raise breaker.error
+        return summary
 
 
 async def _checked_arguments(

@@ -1,12 +1,15 @@
 """Client policy shared by every client of the package: the request policy (retry, pause,
-pacing), the rate limiter, the one poll loop and the one bounded pool."""
+pacing), the rate limiter, the one poll loop, the one bounded pool and the circuit breaker of
+bulk jobs."""
 
+from .breaker import CircuitBreaker, setup_fault
 from .polling import Wakeup, deadline_after, poll_states
 from .pool import check_concurrency, document_pace, gather_bounded, run_bounded
 from .ratelimit import RateLimiter
 from .requests import Classifier, RequestPolicy, is_ambiguous_create_failure
 
 __all__ = [
+    "CircuitBreaker",
     "Classifier",
     "RateLimiter",
     "RequestPolicy",
@@ -18,4 +21,5 @@ __all__ = [
     "is_ambiguous_create_failure",
     "poll_states",
     "run_bounded",
+    "setup_fault",
 ]

@@ -25,7 +25,7 @@ from .._protocol.http import Request, Response, RetryMode, parse_retry_after, re
 from .._transport import Attempt, HTTPTransport, loggable_url
 from .ratelimit import RateLimiter
 
-__all__ = ["Classifier", "RequestPolicy", "is_ambiguous_create_failure"]
+__all__ = ["Classifier", "Observer", "RequestPolicy", "is_ambiguous_create_failure"]
 
 logger = logging.getLogger("datalab_async")
 
@@ -46,6 +46,10 @@ class Classifier(Protocol):
     ) -> APIStatusError: ...
 
 
+Observer = Callable[[Request, "APIStatusError | APIConnectionError | None"], None]
+"""Told of every attempt's outcome: the request and its failure (None: an answer below 400)."""
+
+
 def is_ambiguous_create_failure(error: BaseException) -> bool:
     """Whether a failed POST that creates something may have created it all the same.
 
@@ -64,7 +68,8 @@ class RequestPolicy:
     """Sends requests through ``transport`` with retries, the shared limiter and redaction.
 
     ``governed(request)`` says which requests count against the limiter (by default those to
-    the API's own origin; presigned storage URLs have their own limits).
+    the API's own origin; presigned storage URLs have their own limits). ``observers`` are told
+    of every attempt's outcome (a circuit breaker watching whether the host answers).
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class RequestPolicy:
         self.limiter = limiter
         self._classify = classify
         self._governed = governed or self._own_origin
+        self.observers: list[Observer] = []
 
     def _own_origin(self, request: Request) -> bool:
         if not request.path.startswith(("http://", "https://")):
@@ -123,7 +129,14 @@ class RequestPolicy:
             url=loggable_url(str(attempt.response.url)),
         )
         redact_error(failure, self.transport.secrets)
+        failure.operation = request.operation
         return failure
+
+    def _notify(
+        self, request: Request, failure: APIStatusError | APIConnectionError | None
+    ) -> None:
+        for observer in tuple(self.observers):
+            observer(request, failure)
 
     async def _exchange(self, request: Request, *, stream: bool) -> Attempt:
         """Attempts until success or a failure the retry policy will not retry."""
@@ -142,7 +155,10 @@ class RequestPolicy:
                     request, stream=stream, stream_starts=stream_starts
                 )
             except APIConnectionError as err:
+                err.operation = request.operation
                 failure = err
+                if self.observers:
+                    self._notify(request, err)
                 delay = retry_delay(
                     request, self.retry, retries, connection_error=True, sent=err.request_sent
                 )
@@ -153,8 +169,12 @@ class RequestPolicy:
                 if attempt.status < 400:
                     if governed:
                         limiter.on_success()
+                    if self.observers:
+                        self._notify(request, None)
                     return attempt
                 failure = self.classify(request, attempt)
+                if self.observers:
+                    self._notify(request, failure)
                 if governed:
                     limiter.on_failure(failure)
                 hint = failure.retryable if isinstance(failure, RateLimitError) else None
