@@ -66,16 +66,27 @@ def corpus(folder: Path, count: int) -> Path:
 # -- the contenders -----------------------------------------------------------------------------
 
 
+def _listing(docs: Path) -> list[Path]:
+    return sorted(docs.iterdir())
+
+
+def _load(out: Path) -> tuple[dict[str, str], set[str]]:
+    out.mkdir(parents=True, exist_ok=True)
+    ids_file, done_file = out / "ids.json", out / "done.json"
+    ids = json.loads(ids_file.read_text()) if ids_file.exists() else {}
+    done = set(json.loads(done_file.read_text())) if done_file.exists() else set()
+    return ids, done
+
+
+def _save(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value))
+
+
 async def baseline_job(
     client: AsyncDatalabClient, docs: Path, pipeline: str, out: Path, stop_after: float | None
 ) -> None:
     """The hand-written loop: the id is recorded once the POST has answered."""
-    state_file = out / "ids.json"
-    out.mkdir(parents=True, exist_ok=True)
-    ids: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
-    done: set[str] = set(json.loads((out / "done.json").read_text())) if (
-        out / "done.json"
-    ).exists() else set()
+    ids, done = _load(out)
     slots = asyncio.Semaphore(8)
 
     async def one(path: Path) -> None:
@@ -86,12 +97,12 @@ async def baseline_job(
             if eid is None:
                 execution = await client.run_pipeline(pipeline, file_path=path)
                 eid = ids[path.name] = execution.execution_id
-                state_file.write_text(json.dumps(ids))
+                _save(out / "ids.json", ids)
             await client.wait_for_execution(eid, poll=POLL)
             done.add(path.name)
-            (out / "done.json").write_text(json.dumps(sorted(done)))
+            _save(out / "done.json", sorted(done))
 
-    work = asyncio.gather(*(one(p) for p in sorted(docs.iterdir())))
+    work = asyncio.gather(*(one(p) for p in _listing(docs)))
     if stop_after is None:
         await work
         return
@@ -130,7 +141,7 @@ async def ours_job(
 async def measure(
     name: str, runner: Any, docs: Path, moments: list[float], answer_delay: float
 ) -> dict[str, Any]:
-    n = sum(1 for _ in docs.iterdir())
+    n = len(_listing(docs))
     async with LocalDatalab(step_latency=0.05, run_answer_delay=answer_delay) as server:
         pipeline = server.create_pipeline_sync(["convert"])
         async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as client:
