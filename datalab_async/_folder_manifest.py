@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+import anyio
 import attrs
 
 from ._errors import InvalidInputError
@@ -633,6 +634,8 @@ class Manifest:
         self.path = path
         self._handle: IO[str] | None = None
         self.written = 0
+        self._synced = 0
+        self._sync_lock: anyio.Lock | None = None
 
     def open(self) -> None:
         """Open for appending, take the lock, and end a torn last line."""
@@ -665,6 +668,19 @@ class Manifest:
         """Force written records to stable storage."""
         if self._handle is not None:
             os.fsync(self._handle.fileno())
+
+    async def sync(self) -> None:
+        """:meth:`fsync` in a worker thread, once for every caller waiting at the time: a
+        record written before the call is on stable storage when it returns."""
+        target = self.written
+        if self._sync_lock is None:
+            self._sync_lock = anyio.Lock()
+        async with self._sync_lock:
+            if self._synced >= target:
+                return
+            written = self.written
+            await anyio.to_thread.run_sync(self.fsync)
+            self._synced = written
 
     def close(self) -> None:
         if self._handle is not None:

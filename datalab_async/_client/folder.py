@@ -200,8 +200,6 @@ class _Job:
                 done.pages = state.pages
                 done.finished.set()
                 self._originals.setdefault(state.sha256, done)
-        self._fsync_lock = anyio.Lock()
-        self._synced = 0
 
     def emit(self, relative: str, kind: EventKind, **fields: Any) -> None:
         if self.on_event is not None:
@@ -209,13 +207,7 @@ class _Job:
 
     async def durable(self) -> None:
         """fsync the manifest (in a thread), coalescing concurrent callers into one fsync."""
-        target = self.manifest.written
-        async with self._fsync_lock:
-            if self._synced >= target:
-                return
-            written = self.manifest.written
-            await anyio.to_thread.run_sync(self.manifest.fsync)
-            self._synced = written
+        await self.manifest.sync()
 
     def fail(
         self,
@@ -256,12 +248,10 @@ class _Job:
             state = self.states[relative]
             if verdict.action == "adopt":
                 state.status, state.execution_id = "submitted", verdict.execution_id
-                self.manifest.record(
-                    "submitted",
+                assert verdict.execution_id is not None
+                self._record_submitted(
                     relative,
-                    self.config,
-                    execution_id=verdict.execution_id,
-                    pipeline_id=self.pipeline_id,
+                    verdict.execution_id,
                     sha256=state.sha256,
                     size=state.size,
                     mtime_ns=state.mtime_ns,
@@ -483,20 +473,29 @@ class _Job:
                     self.manifest.record("refused", relative, self.config, status=err.status_code)
                 raise
             tracker.execution = execution
-            self.manifest.record(
-                "submitted",
+            self._record_submitted(
                 relative,
-                self.config,
-                execution_id=execution.execution_id,
-                pipeline_id=self.pipeline_id,
+                execution.execution_id,
                 sha256=fingerprint.sha256,
                 size=fingerprint.size,
                 mtime_ns=fingerprint.mtime_ns,
             )
-            self.known.add(execution.execution_id)
             await self.durable()
         if tracker.execution is not None:
             self.emit(relative, "submitted", execution_id=tracker.execution.execution_id)
+
+    def _record_submitted(self, relative: str, execution_id: str, **fields: Any) -> None:
+        """The answer to a document's run (``fields``: what is known of the file), recorded
+        before anything else is done with it."""
+        self.manifest.record(
+            "submitted",
+            relative,
+            self.config,
+            execution_id=execution_id,
+            pipeline_id=self.pipeline_id,
+            **fields,
+        )
+        self.known.add(execution_id)
 
     async def _copy_of_identical(self, relative: str, fingerprint: FileFingerprint) -> bool:
         """When a document with the same content went first in this job, wait for it and take

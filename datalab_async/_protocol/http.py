@@ -9,7 +9,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterable, Mapping
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -181,14 +181,24 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         pass
     else:
         return seconds if seconds >= 0 and seconds == seconds else None
+    when = http_date(raw)
+    if when is None:
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def http_date(raw: str | None) -> float | None:
+    """An HTTP-date header value (``Date``, ``Retry-After``) as epoch seconds; None when
+    missing or unreadable."""
+    if not raw:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    current = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
-    return max(0.0, (when - current).total_seconds())
+    return when.timestamp()
 
 
 def retry_delay(

@@ -32,13 +32,14 @@ ambiguous rather than sendable. Pure: no I/O here.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 import attrs
+
+from .http import http_date
 
 __all__ = [
     "MAX_PAGES",
@@ -50,7 +51,6 @@ __all__ = [
     "created_at",
     "decide",
     "expected_input",
-    "http_date",
     "server_offset",
 ]
 
@@ -123,19 +123,6 @@ def created_at(item: Mapping[str, Any]) -> float | None:
         except ValueError:
             return None
     else:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
-
-
-def http_date(raw: str | None) -> float | None:
-    """An HTTP-date header value as epoch seconds (None when missing or unreadable)."""
-    if not raw:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)

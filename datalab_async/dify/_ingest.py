@@ -578,8 +578,6 @@ class _Job:
         self.latency: dict[str, list[float]] = defaultdict(list)
         # Documents the manifest ties to files: never adopted by another file.
         self.taken = {s.document_id for s in states.values() if s.document_id is not None}
-        self._fsync_lock = anyio.Lock()
-        self._synced = 0
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -592,13 +590,7 @@ class _Job:
 
     async def durable(self) -> None:
         """fsync the manifest in a thread, concurrent callers sharing one fsync."""
-        target = self.manifest.written
-        async with self._fsync_lock:
-            if self._synced >= target:
-                return
-            written = self.manifest.written
-            await anyio.to_thread.run_sync(self.manifest.fsync)
-            self._synced = written
+        await self.manifest.sync()
 
     def stop(self, error: BaseException) -> None:
         if self.stopped is None:
