@@ -189,7 +189,8 @@ def preload(contender: str) -> None:
     if contender == "sdk":
         import datalab_sdk  # noqa: F401
     else:
-        import datalab_async  # noqa: F401
+        # The package loads its public names on first use: name them, to load them now.
+        from datalab_async import AsyncDatalabClient, PollPolicy  # noqa: F401
 
 
 @dataclass

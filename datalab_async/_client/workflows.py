@@ -20,7 +20,7 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import aiohttp
 import anyio
@@ -31,17 +31,7 @@ from .._errors import (
     DatalabError,
     InvalidInputError,
 )
-from .._models import (
-    Workflow,
-    WorkflowEvent,
-    WorkflowExecution,
-    WorkflowList,
-    WorkflowStep,
-    WorkflowStepState,
-    WorkflowStepType,
-    structure,
-)
-from .._models.workflows import diff_workflow_executions
+from .._models import structure
 from .._policy import RequestPolicy, check_concurrency, gather_bounded, poll_states
 from .._protocol import workflows as proto
 from .._protocol.http import Request
@@ -49,6 +39,17 @@ from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
 from .._transport import HTTPTransport
 from ._base import BaseClient
 from ._paging import Listing
+
+if TYPE_CHECKING:  # the workflow models load on first use
+    from .._models.workflows import (
+        Workflow,
+        WorkflowEvent,
+        WorkflowExecution,
+        WorkflowList,
+        WorkflowStep,
+        WorkflowStepState,
+        WorkflowStepType,
+    )
 
 __all__ = ["WorkflowsMixin", "stream_to_file"]
 
@@ -159,11 +160,13 @@ async def stream_to_file(
 
 # -- the mixin ---------------------------------------------------------------------------------
 
-StepDefinition = Mapping[str, Any] | WorkflowStep
-OutputRef = WorkflowStepState | str
+StepDefinition: TypeAlias = "Mapping[str, Any] | WorkflowStep"
+OutputRef: TypeAlias = "WorkflowStepState | str"
 
 
 def _output_url(output: OutputRef) -> str:
+    from .._models.workflows import WorkflowStepState
+
     if isinstance(output, WorkflowStepState):
         if not output.output_url:
             where = output.unique_name + (f"[{output.file_key}]" if output.file_key else "")
@@ -182,6 +185,8 @@ def _output_url(output: OutputRef) -> str:
 
 
 def _stem(output: OutputRef) -> str:
+    from .._models.workflows import WorkflowStepState
+
     if isinstance(output, WorkflowStepState):
         stem = safe_name(output.unique_name)
         return stem + (f".{safe_name(output.file_key)}" if output.file_key else "")
@@ -197,10 +202,14 @@ class WorkflowsMixin(BaseClient):
         """Create a workflow from steps (``WorkflowStep`` or mappings with ``step_key``,
         ``unique_name``, ``settings``, ``depends_on``). Names must be unique and dependencies
         acyclic; that is checked before anything is sent."""
+        from .._models.workflows import Workflow
+
         return await self._call(proto.create_workflow(name, steps), Workflow)
 
     async def list_workflows(self) -> WorkflowList:
         """The team's workflows."""
+        from .._models.workflows import WorkflowList
+
         data = await self._call(proto.list_workflows())
         if isinstance(data, list):
             data = {"workflows": data, "total": len(data)}
@@ -208,6 +217,8 @@ class WorkflowsMixin(BaseClient):
 
     async def get_workflow(self, workflow_id: int | str) -> Workflow:
         """One workflow definition with its steps."""
+        from .._models.workflows import Workflow
+
         return await self._call(proto.get_workflow(workflow_id), Workflow)
 
     async def delete_workflow(self, workflow_id: int | str) -> dict[str, Any]:
@@ -217,6 +228,8 @@ class WorkflowsMixin(BaseClient):
 
     async def get_step_types(self) -> list[WorkflowStepType]:
         """The step types workflows can be built from, with their settings schemas."""
+        from .._models.workflows import WorkflowStepType
+
         data = await self._call(proto.get_step_types())
         if isinstance(data, Mapping):
             data = data.get("step_types", data.get("items", []))
@@ -237,6 +250,8 @@ class WorkflowsMixin(BaseClient):
         ``upload_file``), ``input_config`` is sent as given. Retried only where no duplicate
         execution can result (connect failures, 429/503/529).
         """
+        from .._models.workflows import WorkflowExecution
+
         request = proto.execute_workflow(
             workflow_id, file_url=file_url, file_urls=file_urls, input_config=input_config
         )
@@ -250,6 +265,8 @@ class WorkflowsMixin(BaseClient):
 
     async def get_workflow_execution(self, execution_id: int | str) -> WorkflowExecution:
         """The current state of an execution (steps parsed from the flat or per-file shape)."""
+        from .._models.workflows import WorkflowExecution
+
         request = proto.get_workflow_execution(execution_id)
         return await self._call(request, WorkflowExecution)
 
@@ -290,6 +307,8 @@ class WorkflowsMixin(BaseClient):
         seconds it raises ``WaitTimeoutError`` (``.last`` = last execution seen). Safe to leave
         with ``break`` or to cancel: nothing is in flight between events.
         """
+        from .._models.workflows import diff_workflow_executions
+
         previous: WorkflowExecution | None = None
         async with aclosing(self._workflow_states(execution_id, timeout, poll)) as states:
             async for current in states:
@@ -333,9 +352,7 @@ class WorkflowsMixin(BaseClient):
         place when complete.
         """
         request = proto.get_workflow_output(_output_url(output))
-        return await stream_to_file(
-            self._policy, request, dest, default_stem=_stem(output)
-        )
+        return await stream_to_file(self._policy, request, dest, default_stem=_stem(output))
 
     @overload
     async def download_workflow_outputs(

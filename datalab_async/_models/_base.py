@@ -25,6 +25,7 @@ __all__ = [
     "OpenEnum",
     "converter",
     "parse_datetime",
+    "register_structure_hook",
     "structure",
     "structure_with_extra",
 ]
@@ -171,11 +172,22 @@ _fast: cattrs.Converter | None = None
 
 def _fast_converter() -> cattrs.Converter:
     # The same hooks without cattrs' detailed validation (markedly faster on the polling hot
-    # path); built on first use, once every model module has registered its hooks.
+    # path); built on first use, and again after a model module loaded later adds hooks.
     global _fast
     if _fast is None:
         _fast = converter.copy(detailed_validation=False)
     return _fast
+
+
+def register_structure_hook(cls: type[T], func: Callable[[Any, type[T]], T]) -> None:
+    """Register ``func`` as the structure hook of ``cls`` on the shared converter.
+
+    Model modules are imported lazily, possibly after the fast copy of the converter was
+    made: registering through here makes the next ``structure`` call rebuild that copy.
+    """
+    global _fast
+    converter.register_structure_hook(cls, func)
+    _fast = None
 
 
 def structure(data: Any, cls: type[T], *, what: str | None = None) -> T:
