@@ -1,13 +1,12 @@
 """datalab_async: an asyncio-first client for Datalab document pipelines and Dify knowledge
 pipelines, with bounded fan-out helpers and an embedded local server."""
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._version import __version__
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from ._client import AsyncDatalabClient
     from ._client.fanout import DocumentFailedError, DocumentOutcome, DocumentSource
     from ._client.folder import FolderEvent
@@ -221,7 +220,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -559,10 +559,10 @@ async def test_injected_faults(server: LocalDatalab, api: aiohttp.ClientSession)
     server.knobs = attrs.evolve(server.knobs, error_503_rate=0.0, error_502_rate=1.0)
     async with api.get("/api/v1/pipelines") as response:
         assert response.status == 502 and response.content_type == "text/html"
-    server.knobs = attrs.evolve(server.knobs, error_502_rate=0.0, rate_429=1.0)
+    server.knobs = attrs.evolve(server.knobs, error_502_rate=0.0, error_429_rate=1.0)
     async with api.get("/api/v1/pipelines") as response:
         assert response.status == 429 and "Retry-After" in response.headers
-    server.knobs = attrs.evolve(server.knobs, rate_429=0.0, drop_rate=1.0)
+    server.knobs = attrs.evolve(server.knobs, error_429_rate=0.0, drop_rate=1.0)
     with pytest.raises(aiohttp.ClientConnectionError):
         async with api.get("/api/v1/pipelines"):
             pass
@@ -585,12 +585,12 @@ async def test_injected_faults(server: LocalDatalab, api: aiohttp.ClientSession)
     faults = stats["faults_injected"]
     # aiohttp retries an idempotent request once when a kept-alive connection drops.
     assert faults.pop("drop") in (1, 2)
-    assert faults == {"error_503": 1, "error_502": 1, "rate_429": 1, "error_500": 3}
+    assert faults == {"error_503": 1, "error_502": 1, "error_429": 1, "error_500": 3}
 
 
 async def test_seeded_fault_sequences_repeat() -> None:
     async def statuses() -> list[int]:
-        async with LocalDatalab(seed=42, error_500_rate=0.3, rate_429=0.2) as server:
+        async with LocalDatalab(seed=42, error_500_rate=0.3, error_429_rate=0.2) as server:
             async with aiohttp.ClientSession(
                 base_url=server.url, headers={"X-API-Key": server.api_key}
             ) as api:
@@ -1043,3 +1043,30 @@ def test_standalone_server_serves_until_interrupted() -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_the_old_rate_429_knob_name_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="error_429_rate"):
+        knobs = Knobs(rate_429=0.25)
+    assert knobs == Knobs(error_429_rate=0.25) and knobs.rate_429 is None
+    assert attrs.evolve(knobs, seed=1).error_429_rate == 0.25  # no second warning, value kept
+    with pytest.warns(DeprecationWarning):
+        args = build_parser().parse_args(["--rate-429", "0.5"])
+        values = {field.name: getattr(args, field.name) for field in attrs.fields(Knobs)}
+        assert Knobs(**values).error_429_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"error_500_rate": 1.5},
+        {"step_latency": -1},
+        {"requests_per_minute": 0},
+        {"error_500_rate": 0.6, "error_429_rate": 0.6},
+    ],
+)
+def test_bad_knobs_raise_invalid_input(knobs: dict[str, Any]) -> None:
+    from datalab_async import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        Knobs(**knobs)

@@ -316,7 +316,7 @@ async def test_transient_poll_faults_on_the_local_server_never_end_the_watch() -
         ) as c:
             run = await c.run_pipeline(pipeline, file=make_pdf(["x"]), filename="a.pdf")
             server.knobs = attrs.evolve(
-                server.knobs, error_503_rate=0.3, rate_429=0.3, retry_after=0.01
+                server.knobs, error_503_rate=0.3, error_429_rate=0.3, retry_after=0.01
             )
             final = await c.wait_for_execution(run.execution_id, poll=FAST, timeout=10)
     assert final.status is ExecutionStatus.COMPLETED

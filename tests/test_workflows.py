@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aioresponses import aioresponses
 
 from datalab_async import (
     APIConnectionError,
@@ -41,6 +40,7 @@ from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import invoice_text, make_pdf
 
 from .conftest import ScriptedServer, json_response, other_tasks, sequence, wait_until
+from .mock_http import MockHTTP
 
 BASE = "https://api.test"
 KEY = "sk-wf-secret-42"
@@ -273,7 +273,7 @@ def test_diff_reports_steps_then_status() -> None:
     assert diff_workflow_executions(second, same) == []
 
 
-# -- request shapes (aioresponses) -------------------------------------------------------------
+# -- request shapes (MockHTTP) -------------------------------------------------------------
 
 
 @pytest.fixture
@@ -282,7 +282,7 @@ async def client() -> AsyncIterator[AsyncDatalabClient]:
         yield c
 
 
-def calls(m: aioresponses) -> list[tuple[str, str, dict[str, Any]]]:
+def calls(m: MockHTTP) -> list[tuple[str, str, dict[str, Any]]]:
     return [(key[0], str(key[1]), c.kwargs) for key, cs in m.requests.items() for c in cs]
 
 
@@ -290,7 +290,7 @@ ANY = re.compile(r"https://api\.test/.*")
 
 
 async def test_workflow_call_shapes(client: AsyncDatalabClient) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.post(ANY, payload=WORKFLOW)
         wf = await client.create_workflow("w", STEPS)
         m.get(ANY, payload={"workflows": [WORKFLOW], "total": 1})
@@ -329,7 +329,7 @@ async def test_workflow_call_shapes(client: AsyncDatalabClient) -> None:
 
 
 async def test_list_shapes_tolerated(client: AsyncDatalabClient) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.get(ANY, payload=[WORKFLOW])
         listed = await client.list_workflows()
         m.get(ANY, payload=["marker_parse", {"step_key": "marker_extract", "schema": {"a": 1}}])
@@ -342,7 +342,7 @@ async def test_list_shapes_tolerated(client: AsyncDatalabClient) -> None:
 
 
 async def test_bad_input_sends_nothing(client: AsyncDatalabClient) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         with pytest.raises(InvalidInputError):
             await client.execute_workflow(3, file_url="x", file_urls=["y"])
         with pytest.raises(InvalidInputError):

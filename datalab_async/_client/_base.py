@@ -7,7 +7,7 @@ from typing import Any, TypeVar, overload
 
 import aiohttp
 
-from .._config import DEFAULT_BASE_URL, RetryPolicy, Timeouts
+from .._config import DEFAULT_BASE_URL, PollPolicy, RetryPolicy, Timeouts
 from .._errors import InvalidInputError
 from .._lifecycle import TransportClient, check_base_url
 from .._models import structure
@@ -25,6 +25,9 @@ Self = TypeVar("Self", bound="BaseClient")
 
 class BaseClient(TransportClient):
     """Holds the transport and configuration; every API call goes through ``_call``."""
+
+    default_poll: PollPolicy = PollPolicy()
+    """The poll policy of every watch (executions, workflows, eval batch runs) given none."""
 
     def __init__(
         self,

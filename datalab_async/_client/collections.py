@@ -1,4 +1,7 @@
-"""Files API uploads, collections and eval batch runs (PROTOCOL A5)."""
+"""Files API uploads, collections and eval batch runs.
+
+Wire format: docs/protocol.md (Files, collections and eval batch runs).
+"""
 
 from __future__ import annotations
 
@@ -255,8 +258,6 @@ def _progress_key(run: EvalBatchRun) -> tuple[Any, ...]:
 
 class EvalsMixin(BaseClient):
     """Eval batch runs: score a pipeline over a collection, watch progress, read results."""
-
-    default_poll: PollPolicy = PollPolicy()
 
     async def start_eval_batch_run(
         self,

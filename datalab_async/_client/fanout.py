@@ -8,7 +8,6 @@ is taken) and thereby the feeder.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,7 +22,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._config import PollPolicy
 from .._errors import DatalabError, InvalidInputError
 from .._models import ExecutionStatus, PipelineExecution
-from .._policy import RateLimiter, check_concurrency, deadline_after, document_pace, run_bounded
+from .._policy import (
+    FirstFailureGroup,
+    RateLimiter,
+    check_concurrency,
+    check_timeout,
+    deadline_after,
+    document_pace,
+    numbered,
+    run_bounded,
+)
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
 from .watch import RunTracker, WatchMixin
@@ -273,10 +281,7 @@ class FanoutMixin(WatchMixin):
         validate_id(pipeline_id, "pipeline_id")
         check_concurrency(concurrency)
         pace = document_pace(max_per_second)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise InvalidInputError("timeout must be > 0 seconds or None", field="timeout")
+        check_timeout(timeout)
         proto.validate_run_options(pipeline_id, run_options)
         checked = _check_sources(sources)
         return self._map(
@@ -304,21 +309,16 @@ class FanoutMixin(WatchMixin):
         send, receive = anyio.create_memory_object_stream[DocumentOutcome](
             max_buffer_size=min(concurrency, 4)
         )
-        body_error: Exception | None = None
         with receive:
-            async with anyio.create_task_group() as tg:
-                run.scope = tg.cancel_scope
-                tg.start_soon(self._feed, sources, concurrency, pace, run, send)
+            # An error from the block is raised as itself once the feeder has stopped.
+            async with FirstFailureGroup() as group:
+                run.scope = group.cancel_scope
+                group.start_soon(self._feed, sources, concurrency, pace, run, send)
                 try:
                     yield _Outcomes(receive)
-                except Exception as err:
-                    # Re-raised below as itself, not wrapped in the task group's ExceptionGroup.
-                    body_error = err
                 finally:
                     # Leaving early (break, an error, fail-fast) stops what is still running.
-                    tg.cancel_scope.cancel()
-        if body_error is not None:
-            raise body_error
+                    group.cancel_scope.cancel()
         if run.failure is not None:
             raise run.failure
 
@@ -342,7 +342,7 @@ class FanoutMixin(WatchMixin):
 
         with send:
             try:
-                await run_bounded(_numbered(sources), document, concurrency=concurrency)
+                await run_bounded(numbered(sources), document, concurrency=concurrency)
             except Exception as err:
                 # The source iterable itself failed: nothing sensible to go on with.
                 run.fail(err)
@@ -392,23 +392,3 @@ class FanoutMixin(WatchMixin):
         async with self.map_pipeline(pipeline_id, sources, **kwargs) as outcomes:
             collected = [outcome async for outcome in outcomes]
         return sorted(collected, key=lambda o: o.index)
-
-
-async def _numbered(sources: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:
-    """``(index, source)`` pairs, pulled lazily from an iterable or an async iterable."""
-    index = 0
-    if isinstance(sources, AsyncIterable):
-        iterator = aiter(sources)
-        try:
-            async for item in iterator:
-                yield index, item
-                index += 1
-        finally:
-            # An abandoned async generator would otherwise be finalised later in a new task.
-            if inspect.isasyncgen(iterator):
-                with anyio.CancelScope(shield=True):
-                    await iterator.aclose()
-    else:
-        for item in sources:
-            yield index, item
-            index += 1

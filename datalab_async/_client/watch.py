@@ -36,8 +36,6 @@ __all__ = ["CompletedExecution", "RunTracker", "WatchMixin"]
 
 logger = logging.getLogger("datalab_async")
 
-RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
-
 
 @attrs.frozen
 class CompletedExecution:
@@ -78,7 +76,6 @@ def _describe_execution(execution: PipelineExecution) -> str:
 class WatchMixin(SubmitMixin):
     """Status streams and waits for pipeline executions."""
 
-    default_poll: PollPolicy = PollPolicy()
     _notifier: ExecutionNotifier | None = None
     _board: StatusBoard | None = None
 
@@ -273,7 +270,7 @@ class WatchMixin(SubmitMixin):
         )
         execution = tracker.execution
         assert execution is not None
-        if fetch_results and execution.status in RESULT_STATUSES:
+        if fetch_results and execution.status.has_results:
             with anyio.CancelScope(deadline=deadline) as scope:
                 tracker.results = await self.fetch_step_results(execution)
             if scope.cancelled_caught:

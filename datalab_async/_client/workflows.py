@@ -1,4 +1,6 @@
-"""Workflow calls (PROTOCOL A4): definitions, executions, status streams and step outputs.
+"""Workflow calls: definitions, executions, status streams and step outputs.
+
+Wire format: docs/protocol.md (Workflows).
 
 Watches run on the package's one poll loop (``poll_states``) and downloads on its one bounded
 pool (``gather_bounded``). Also home to streaming a presigned URL to disk (``stream_to_file``).
@@ -19,11 +21,13 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import aclosing
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import aiohttp
 import anyio
+import anyio.to_thread
 
 from .._config import PollPolicy
 from .._errors import (
@@ -100,12 +104,12 @@ async def _write_atomically(
             if chunk:
                 buffer += chunk
             if len(buffer) >= _FLUSH or (not chunk and buffer):
-                await asyncio.to_thread(handle.write, bytes(buffer))
+                await anyio.to_thread.run_sync(handle.write, bytes(buffer))
                 buffer.clear()
             if not chunk:
                 break
-        await asyncio.to_thread(handle.close)
-        await asyncio.to_thread(os.replace, tmp, target)
+        await anyio.to_thread.run_sync(handle.close)
+        await anyio.to_thread.run_sync(os.replace, tmp, target)
     except BaseException:
         handle.close()
         try:
@@ -135,9 +139,9 @@ async def stream_to_file(
         try:
             async with policy.stream(request) as response:
                 target = path
-                if await asyncio.to_thread(path.is_dir):
+                if await anyio.to_thread.run_sync(path.is_dir):
                     target = path / (default_stem + _extension(response.content_type or ""))
-                elif not await asyncio.to_thread(path.parent.is_dir):
+                elif not await anyio.to_thread.run_sync(path.parent.is_dir):
                     raise InvalidInputError(
                         f"cannot save to {str(path)!r}: {str(path.parent)!r} is not a directory",
                         field="dest",
@@ -195,8 +199,6 @@ def _stem(output: OutputRef) -> str:
 
 class WorkflowsMixin(BaseClient):
     """Workflow definitions, executions, status streams and step outputs."""
-
-    default_poll: PollPolicy = PollPolicy()
 
     async def create_workflow(self, name: str, steps: Sequence[StepDefinition]) -> Workflow:
         """Create a workflow from steps (``WorkflowStep`` or mappings with ``step_key``,
@@ -389,7 +391,7 @@ class WorkflowsMixin(BaseClient):
         """
         check_concurrency(concurrency)
         folder = Path(directory)
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(partial(folder.mkdir, parents=True, exist_ok=True))
         outputs = execution.outputs
 
         async def one(step: WorkflowStepState) -> Path:

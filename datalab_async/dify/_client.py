@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
@@ -522,9 +523,9 @@ class AsyncDifyKnowledgeClient(TransportClient):
         dataset_id: str,
         batch: str | PublishedRun,
         *,
-        poll_interval: float = 1.0,
-        max_poll_interval: float = 10.0,
         poll: PollPolicy | None = None,
+        poll_interval: float | None = None,
+        max_poll_interval: float | None = None,
         # A deadline spanning the generator's yields, raising WaitTimeoutError with the last state:
         # the caller cannot get that from wrapping the loop in anyio.fail_after.
         timeout: float | None = None,  # noqa: ASYNC109
@@ -533,15 +534,16 @@ class AsyncDifyKnowledgeClient(TransportClient):
         error or ``paused`` (a paused document only moves once resumed in Dify).
 
         ``batch`` is a batch id or the ``PublishedRun`` itself (whose document statuses then
-        count as already seen). Polls start every ``poll_interval`` seconds and back off by 1.5x
-        up to ``max_poll_interval`` (or follow ``poll``, a ``PollPolicy``, when given). The
-        client's one poll loop runs it: a poll failing transiently is retried with backoff, and
+        count as already seen). Polls follow ``poll`` (a ``PollPolicy``; by default every 1 s at
+        first, backing off by 1.5x up to 10 s). ``poll_interval`` and ``max_poll_interval`` are
+        deprecated (``DeprecationWarning``): pass ``PollPolicy(initial=..., max_interval=...)``.
+        The client's one poll loop runs it: a poll failing transiently is retried with backoff, and
         ``poll.give_up_after`` seconds of nothing but failures raise the last one. Past
         ``timeout`` seconds, ``WaitTimeoutError`` is raised with the last statuses in
         ``.last``. Safe to abandon with ``break``: no connection is held between polls.
         """
         self._check_open()
-        poll = _indexing_poll(poll, poll_interval, max_poll_interval, timeout)
+        poll = _indexing_poll(poll, poll_interval, max_poll_interval)
         seen: dict[str, str | None] = {}
         batch_id: str
         if isinstance(batch, PublishedRun):
@@ -577,19 +579,37 @@ class AsyncDifyKnowledgeClient(TransportClient):
                         )
 
 
+_INDEXING_POLL = PollPolicy(initial=1.0, max_interval=10.0, jitter=0.0)
+
+
 def _indexing_poll(
-    poll: PollPolicy | None, poll_interval: float, max_poll_interval: float, timeout: float | None
+    poll: PollPolicy | None, poll_interval: float | None, max_poll_interval: float | None
 ) -> PollPolicy:
-    """``watch_indexing``'s poll policy, its arguments checked."""
-    if timeout is not None and timeout <= 0:
-        raise InvalidInputError("timeout must be positive or None", field="timeout")
+    """``watch_indexing``'s poll policy (the deprecated interval arguments mapped onto one)."""
+    if poll_interval is None and max_poll_interval is None:
+        return poll or _INDEXING_POLL
+    warnings.warn(
+        "watch_indexing(poll_interval=..., max_poll_interval=...) is deprecated; pass "
+        "poll=PollPolicy(initial=..., max_interval=...)",
+        DeprecationWarning,
+        stacklevel=4,  # the caller's `async for`, through the generator and this function
+    )
     if poll is not None:
-        return poll
-    if not 0 < poll_interval <= max_poll_interval:
+        raise InvalidInputError(
+            "pass poll= or the deprecated poll_interval/max_poll_interval, not both",
+            field="poll",
+        )
+    initial = _INDEXING_POLL.initial if poll_interval is None else poll_interval
+    cap = (
+        max(_INDEXING_POLL.max_interval, initial)
+        if max_poll_interval is None
+        else max_poll_interval
+    )
+    if not 0 < initial <= cap:
         raise InvalidInputError(
             "need 0 < poll_interval <= max_poll_interval", field="poll_interval"
         )
-    return PollPolicy(initial=poll_interval, max_interval=max_poll_interval, jitter=0.0)
+    return PollPolicy(initial=initial, max_interval=cap, jitter=0.0)
 
 
 def _pending_documents(last: list[IndexingStatus]) -> str:

@@ -1,4 +1,6 @@
-"""Files API and collections (PROTOCOL A5), plus the unauthenticated "presigned" URLs.
+"""Files API and collections, plus the unauthenticated "presigned" URLs.
+
+Wire format: docs/protocol.md (Files, collections and eval batch runs).
 
 An upload is three calls: ``POST /api/v1/files/upload`` hands out an ``upload_url`` on this
 server (``/_local/uploads/{token}``, no API key needed, like a presigned bucket URL), the bytes

@@ -1,4 +1,7 @@
-"""Pipelines (PROTOCOL A1-A3): management, versions, runs, executions and step results."""
+"""Pipelines: management, versions, runs, executions and step results.
+
+Wire format: docs/protocol.md (Runs and executions; Pipeline management).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""In-memory records of the local server and their JSON shapes (PROTOCOL A1-A5).
+"""In-memory records of the local server and their JSON shapes.
+
+Wire format: docs/protocol.md.
 
 Records are mutable attrs classes owned by one event loop; ``to_json`` renders the wire shape.
 Timestamps are aware UTC datetimes rendered like pydantic (``2024-01-02T03:04:05.123456Z``);

@@ -1,4 +1,6 @@
-"""Workflows (PROTOCOL A4): definitions, step types, executions and their presigned outputs.
+"""Workflows: definitions, step types, executions and their presigned outputs.
+
+Wire format: docs/protocol.md (Workflows).
 
 An execution runs every step, in dependency order, on every input file; a step's input
 ``previous`` is the output of its first dependency. Status documents come in two shapes
