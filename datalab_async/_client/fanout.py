@@ -33,7 +33,7 @@ from .._policy import (
     run_bounded,
 )
 from .._protocol import pipelines as proto
-from .._protocol.validation import validate_id
+from .._protocol.validation import URL_PREFIXES, validate_id
 from .watch import RunTracker, WatchMixin
 
 __all__ = [
@@ -43,8 +43,6 @@ __all__ = [
     "FanoutMixin",
     "SourceLike",
 ]
-
-_URL_PREFIXES = ("http://", "https://", "datalab://")
 
 
 def _bytes_repr(data: bytes | None) -> str:
@@ -76,7 +74,7 @@ class DocumentSource:
         if isinstance(item, str):
             if not item.strip():
                 raise InvalidInputError("an empty string is not a document", field="source")
-            if item.lower().startswith(_URL_PREFIXES):
+            if item.lower().startswith(URL_PREFIXES):
                 name = item.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or item
                 return cls(name=name, url=item)
             return cls(name=Path(item).name or item, path=Path(item))

@@ -24,6 +24,7 @@ __all__ = [
     "Response",
     "RetryMode",
     "decode_json",
+    "parse_http_date",
     "parse_retry_after",
     "retry_delay",
 ]
@@ -131,6 +132,16 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def parse_http_date(raw: str) -> datetime | None:
+    """An HTTP date (``Retry-After``, ``Date``: RFC 9110 IMF-fixdate and its obsolete forms) as
+    an aware datetime (UTC when it names no zone), or None when it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
     raw_ms = _header(headers, "retry-after-ms")
@@ -151,12 +162,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         pass
     else:
         return seconds if seconds >= 0 and seconds == seconds else None
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    when = parse_http_date(raw)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
     current = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
     return max(0.0, (when - current).total_seconds())
 

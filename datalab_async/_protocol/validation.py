@@ -15,6 +15,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "OUTPUT_FORMATS",
     "SUPPORTED_EXTENSIONS",
+    "URL_PREFIXES",
     "check_extension",
     "check_file",
     "content_type_for",
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
+URL_PREFIXES = ("http://", "https://", "datalab://")
+"""What a document source string starts with when it is a ``file_url``, not a local path."""
 OUTPUT_FORMATS = frozenset({"json", "html", "markdown", "chunks"})
 SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".pdf": "application/pdf",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import warnings
@@ -16,20 +15,17 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import anyio
 
-from .._client._base import rate_limiter_for
 from .._config import PollPolicy, RetryPolicy, Timeouts
 from .._errors import (
     APIConnectionError,
     APIStatusError,
-    APITimeoutError,
     InvalidInputError,
     ResponseValidationError,
 )
-from .._lifecycle import TransportClient, check_base_url
+from .._lifecycle import TransportClient, api_key_from, check_base_url
 from .._policy import RequestPolicy, poll_states
 from .._protocol.http import Request, decode_json
 from .._protocol.sse import SSEDecoder
-from .._transport import HTTPTransport
 from ._events import (
     DatasourceCompleted,
     DatasourceError,
@@ -207,33 +203,19 @@ class _RunStream:
         self.workflow_run_id = self.workflow_run_id or event.workflow_run_id
 
     async def _read(self, response: aiohttp.ClientResponse, *, whole: bool) -> bytes:
-        """One read with the idle timeout; aiohttp failures become our connection errors."""
-        url = str(response.url.with_query(None))
+        """One read with the idle timeout; failures become our connection errors (mapped by the
+        transport, like every other request's)."""
         try:
             with anyio.fail_after(self._idle_timeout):
                 if whole:
                     return await response.read()
                 return await response.content.readany()
-        except aiohttp.ServerTimeoutError as err:  # aiohttp's own per-read timeout (timeouts.read)
-            raise APITimeoutError(
-                f"reading {self._request.operation} timed out (timeouts.read)",
-                method="POST",
-                url=url,
-            ) from err
-        except (TimeoutError, asyncio.TimeoutError) as err:  # distinct classes before 3.11
-            raise APITimeoutError(
-                f"no data from {self._request.operation} for {self._idle_timeout} s "
-                "(idle read timeout)",
-                method="POST",
-                url=url,
-            ) from err
-        except (aiohttp.ClientError, OSError) as err:
-            raise APIConnectionError(
-                f"the {self._request.operation} stream broke: {type(err).__name__}"
-                + (f": {err}" if str(err) else ""),
-                method="POST",
-                url=url,
-            ) from err
+        except Exception as err:
+            transport = self._policy.transport
+            mapped = transport.read_error(self._request, err, idle_timeout=self._idle_timeout)
+            if mapped is None:
+                raise
+            raise mapped from err
 
 
 class PipelineRunStream(_RunStream):
@@ -343,18 +325,12 @@ class AsyncDifyKnowledgeClient(TransportClient):
         allow_insecure_http: bool = False,
         max_requests_per_second: float | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("DIFY_API_KEY")
-        if not key:
-            raise InvalidInputError(
-                "no API key: pass api_key or set DIFY_API_KEY (a Dify dataset API key)",
-                field="api_key",
-            )
+        key = api_key_from(api_key, "DIFY_API_KEY", " (a Dify dataset API key)")
         url = base_url or os.environ.get("DIFY_BASE_URL") or DEFAULT_DIFY_BASE_URL
         if stream_idle_timeout is not None and stream_idle_timeout <= 0:
             raise InvalidInputError(
                 "stream_idle_timeout must be positive or None", field="stream_idle_timeout"
             )
-        secret = key.strip()
 
         def classify(
             status: int,
@@ -365,24 +341,20 @@ class AsyncDifyKnowledgeClient(TransportClient):
             url: str | None = None,
         ) -> APIStatusError:
             return classify_dify_error(
-                status, headers, raw_body, method=method, url=url, secrets=(secret,)
+                status, headers, raw_body, method=method, url=url, secrets=(key,)
             )
 
-        self.base_url = _normalise_base_url(url, allow_insecure_http=allow_insecure_http)
         self.stream_idle_timeout = stream_idle_timeout
         self.max_upload_bytes = max_upload_bytes
-        self.timeouts = timeouts or Timeouts()
-        self.retry = retry or RetryPolicy()
-        self._limiter = rate_limiter_for(max_requests_per_second)
-        self._transport = HTTPTransport(
-            base_url=self.base_url,
+        self._assemble(
+            base_url=_normalise_base_url(url, allow_insecure_http=allow_insecure_http),
             auth_headers=auth_headers(key),
+            classify=classify,
             session=session,
-            timeouts=self.timeouts,
+            timeouts=timeouts,
+            retry=retry,
             max_connections=max_connections,
-        )
-        self._policy = RequestPolicy(
-            self._transport, classify=classify, retry=self.retry, limiter=self._limiter
+            max_requests_per_second=max_requests_per_second,
         )
 
     def __repr__(self) -> str:
