@@ -21,6 +21,8 @@ from datalab_async.local import Knobs, LocalDatalab, _pipelines, _processors
 from datalab_async.local.__main__ import build_parser, serve_main
 from datalab_async.local.samples import invoice_markdown, make_pdf
 
+from .conftest import ManualClock
+
 INVOICE_MD = invoice_markdown(1).encode()
 INVOICE_PDF = make_pdf(["Invoice 1001\nTotal due: 120.00 EUR", "Page two"])
 BROKEN_PDF = b"this is not a pdf at all"
@@ -454,19 +456,38 @@ async def test_list_executions_pages_newest_first(
     assert (await get_json(api, path + "?limit=100"))["total"] == 3
 
 
-async def test_results_expire_after_the_ttl(
-    server: LocalDatalab, api: aiohttp.ClientSession
-) -> None:
-    server.knobs = attrs.evolve(server.knobs, result_ttl=0.2)
-    pipeline_id = server.create_pipeline_sync(["convert"])
-    execution = await run_ok(api, pipeline_id, file=("invoice.md", INVOICE_MD))
-    final = await wait_execution(api, execution["execution_id"])
-    await get_json(api, final["steps"][0]["result_url"])
-    await asyncio.sleep(0.25)
-    gone = await get_json(api, final["steps"][0]["result_url"], 404)
-    assert "expired" in gone["detail"]
-    # The execution record itself stays readable.
-    await get_json(api, f"/api/v1/pipelines/executions/{final['execution_id']}")
+async def test_results_expire_after_the_ttl() -> None:
+    clock = ManualClock()
+    async with (
+        LocalDatalab(step_latency=0.01, result_ttl=60, clock=clock) as server,
+        aiohttp.ClientSession(base_url=server.url, headers={"X-API-Key": server.api_key}) as api,
+    ):
+        pipeline_id = server.create_pipeline_sync(["convert"])
+        execution = await run_ok(api, pipeline_id, file=("invoice.md", INVOICE_MD))
+        final = await wait_execution(api, execution["execution_id"])
+        clock.advance(59.9)
+        await get_json(api, final["steps"][0]["result_url"])
+        clock.advance(0.1)
+        gone = await get_json(api, final["steps"][0]["result_url"], 404)
+        assert "expired" in gone["detail"]
+        # The execution record itself stays readable.
+        await get_json(api, f"/api/v1/pipelines/executions/{final['execution_id']}")
+
+
+async def test_the_requests_per_minute_window_slides_on_the_server_clock() -> None:
+    clock = ManualClock()
+    async with (
+        LocalDatalab(requests_per_minute=2, clock=clock) as server,
+        aiohttp.ClientSession(base_url=server.url, headers={"X-API-Key": server.api_key}) as api,
+    ):
+        statuses = []
+        for step in (0, 30, 10, 20.5):  # t = 0, 30, 40 (refused: two in the last 60 s), 60.5
+            clock.advance(step)
+            async with api.get("/api/v1/pipelines") as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.headers["Retry-After"] == "20"  # until t=0 leaves the window
+        assert statuses == [200, 200, 429, 200]
 
 
 async def test_webhook_is_posted_when_terminal(

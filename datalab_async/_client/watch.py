@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Container
-from contextlib import ExitStack, aclosing
+from contextlib import AbstractContextManager, ExitStack, aclosing, nullcontext
 from typing import Any
 
 import anyio
@@ -67,6 +67,12 @@ class RunTracker:
 
     execution: PipelineExecution | None = None
     results: dict[int, dict[str, Any]] = attrs.field(factory=dict)
+
+
+def _deadline_scope(deadline: float) -> AbstractContextManager[anyio.CancelScope | None]:
+    # A cancel scope only when there is a deadline to enforce: a fan-out enters these for every
+    # document, and without a timeout they would cost CPU for nothing.
+    return nullcontext() if math.isinf(deadline) else anyio.CancelScope(deadline=deadline)
 
 
 def _describe_execution(execution: PipelineExecution) -> str:
@@ -254,9 +260,9 @@ class WatchMixin(SubmitMixin):
         """
         if request is not None:
             accepted: PipelineExecution | None = None
-            with anyio.CancelScope(deadline=deadline) as scope:
+            with _deadline_scope(deadline) as scope:
                 accepted = await self._submit_run(request, pipeline_id, known=known)
-            if accepted is None or scope.cancelled_caught:
+            if accepted is None or (scope is not None and scope.cancelled_caught):
                 raise WaitTimeoutError(f"the run was not accepted within {timeout} s")
             tracker.execution = accepted
             if on_submitted is not None:
@@ -271,9 +277,9 @@ class WatchMixin(SubmitMixin):
         execution = tracker.execution
         assert execution is not None
         if fetch_results and execution.status.has_results:
-            with anyio.CancelScope(deadline=deadline) as scope:
+            with _deadline_scope(deadline) as scope:
                 tracker.results = await self.fetch_step_results(execution)
-            if scope.cancelled_caught:
+            if scope is not None and scope.cancelled_caught:
                 raise WaitTimeoutError(
                     f"the results were not fetched within {timeout} s", last=execution
                 )

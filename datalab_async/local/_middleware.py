@@ -134,7 +134,7 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     ctx = context_of(request)
     injector = ctx.faults
-    refused = injector.admit()
+    refused = injector.admit(ctx.store.clock())
     if refused is not None:
         ctx.stats.faults_injected[refused.reason] += 1
         limit = "requests per minute" if refused.reason == "rate_limited" else "concurrent requests"

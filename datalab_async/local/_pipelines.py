@@ -404,7 +404,8 @@ async def get_execution(request: web.Request) -> web.Response:
 
 
 async def get_step_result(request: web.Request) -> web.Response:
-    execution = _execution(context_of(request), request)
+    ctx = context_of(request)
+    execution = _execution(ctx, request)
     index = path_int(request, "step_index")
     if not 0 <= index < len(execution.steps):
         raise not_found(f"Step {index} of execution {execution.execution_id}")
@@ -414,7 +415,7 @@ async def get_step_result(request: web.Request) -> web.Response:
         if step.error_message:
             detail += f": {step.error_message}"
         raise ApiError(400, detail)
-    if step.result is None or step.result_expired:
+    if step.result is None or step.result_expired(ctx.store.clock()):
         step.result = None
         raise ApiError(404, f"Result of step {index} has expired")
     return json_response(step.result)
