@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("throughput", "memory", "polling", "ratelimit", "soak", "temporal")
+BENCHMARKS = ("throughput", "memory", "polling", "ratelimit", "soak", "temporal", "import")
 
 
 def main() -> int:
