@@ -167,7 +167,10 @@ class StatusBoard:
     async def _run_round(self, pipeline_id: str, board: _Pipeline, now: float) -> dict[str, Any]:
         current = board.in_flight = _Round(started=now)
         board.rounds += 1
-        limit = min(100, max(20, 2 * len(board.watched)))
+        # The watched executions are usually the newest; a quarter more leaves room for runs
+        # others started meanwhile (one that falls off the page is fetched on its own).
+        count = len(board.watched)
+        limit = min(100, max(20, count + max(4, count // 4)))
         try:
             page = await self._list_page(pipeline_id, limit)
             listed = page.get("executions") if isinstance(page, dict) else None
