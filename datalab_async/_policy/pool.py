@@ -177,15 +177,18 @@ async def run_bounded(
     check_concurrency(concurrency)
     slots = anyio.Semaphore(concurrency)
     puller = _Puller(items)
+    group = FirstFailureGroup()
 
     async def run_one(item: A) -> None:
         try:
             await work(item)
+        except Exception as err:
+            group.fail(err)  # before the slot is freed: the feeder must not start another item
         finally:
             slots.release()
 
     try:
-        async with FirstFailureGroup() as group:
+        async with group:
             while True:
                 await slots.acquire()
                 try:
