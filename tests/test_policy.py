@@ -142,10 +142,9 @@ def test_default_waits_give_up_within_a_minute() -> None:
 
 async def test_wait_on_a_dead_host_ends_with_the_connection_error() -> None:
     async with AsyncDatalabClient(api_key=KEY, base_url=_dead_url(), retry=FAST) as client:
-        started = time.monotonic()
-        with pytest.raises(APIConnectionError, match="could not connect"):
-            await client.wait_for_execution("pex_x", poll=GIVE_UP)
-        assert time.monotonic() - started < 5
+        with anyio.fail_after(30):  # a hang guard: give_up_after (not a timeout) ends it
+            with pytest.raises(APIConnectionError, match="could not connect"):
+                await client.wait_for_execution("pex_x", poll=GIVE_UP)
         with pytest.raises(APIConnectionError):
             await client.wait_for_workflow_execution(7, poll=GIVE_UP)
         with pytest.raises(APIConnectionError):
