@@ -8,12 +8,12 @@ from typing import Any, TypeVar, overload
 import aiohttp
 
 from .._config import DEFAULT_BASE_URL, PollPolicy, RetryPolicy, Timeouts
-from .._lifecycle import TransportClient, api_key_from, check_base_url
+from .._lifecycle import TransportClient, api_key_from, check_base_url, rate_limiter_for
 from .._models import structure
 from .._protocol.errors import classify_status
 from .._protocol.http import Request, Response, decode_json
 
-__all__ = ["BaseClient"]
+__all__ = ["BaseClient", "rate_limiter_for"]  # rate_limiter_for: re-exported, in _lifecycle
 
 T = TypeVar("T")
 Self = TypeVar("Self", bound="BaseClient")
