@@ -189,7 +189,11 @@ def preload(contender: str) -> None:
     if contender == "sdk":
         import datalab_sdk  # noqa: F401
     else:
-        import datalab_async  # noqa: F401
+        # The package loads its public names on first use: name them, to load them now; anyio
+        # loads its event-loop backend on first use in a loop.
+        import anyio._backends._asyncio  # noqa: F401
+
+        from datalab_async import AsyncDatalabClient, PollPolicy  # noqa: F401
 
 
 @dataclass

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "response_limits",
     "setup",
     "interrupts",
+    "import",
 )
 
 

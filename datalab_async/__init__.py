@@ -1,78 +1,100 @@
 """datalab_async: an asyncio-first client for Datalab document pipelines and Dify knowledge
 pipelines, with bounded fan-out helpers and an embedded local server."""
 
-from ._client import AsyncDatalabClient
-from ._client.fanout import DocumentFailedError, DocumentOutcome, DocumentSource
-from ._client.folder import FolderEvent
-from ._client.watch import CompletedExecution
-from ._config import PollPolicy, ResponseLimits, RetryPolicy, Timeouts
-from ._errors import (
-    AmbiguousSubmissionError,
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    ClientClosedError,
-    ConflictError,
-    DatalabError,
-    FileTypeMismatchError,
-    InsecureTransportError,
-    InvalidInputError,
-    NotFoundError,
-    PermissionDeniedError,
-    QuotaExceededError,
-    RateLimitError,
-    RequestTooLargeError,
-    ResponseTooLargeError,
-    ResponseValidationError,
-    ServerError,
-    SetupError,
-    UnsafeRedirectError,
-    UnsupportedMediaTypeError,
-    ValidationError,
-    WaitTimeoutError,
-)
-from ._folder_manifest import FolderOutcome, FolderSummary, IgnoredFile
-from ._models import (
-    Collection,
-    CollectionFileList,
-    CollectionList,
-    EvalBatchProgress,
-    EvalBatchRun,
-    EvalBatchRunList,
-    EvalBatchRunResults,
-    EvalFileResult,
-    ExecutionList,
-    ExecutionStatus,
-    Pipeline,
-    PipelineExecution,
-    PipelineList,
-    PipelineRate,
-    PipelineStep,
-    PipelineVersion,
-    PipelineVersionList,
-    StepConfig,
-    StepStatus,
-    UploadedFile,
-    Workflow,
-    WorkflowEvent,
-    WorkflowExecution,
-    WorkflowList,
-    WorkflowStatus,
-    WorkflowStatusChanged,
-    WorkflowStep,
-    WorkflowStepChanged,
-    WorkflowStepState,
-    WorkflowStepStatus,
-    WorkflowStepType,
-)
-from ._models.events import ExecutionEvent, ExecutionStatusChanged, StepStatusChanged
-from ._policy.control import JobControl
-from ._protocol.sse import encode_sse
-from ._protocol.validation import FILE_TYPES, FileType
-from ._sse_relay import execution_sse_frames
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from ._version import __version__
+
+if _TYPE_CHECKING:
+    from ._client import AsyncDatalabClient
+    from ._client.fanout import (
+        DocumentFailedError,
+        DocumentOutcome,
+        DocumentSource,
+    )
+    from ._client.folder import FolderEvent
+    from ._client.watch import CompletedExecution
+    from ._config import (
+        PollPolicy,
+        ResponseLimits,
+        RetryPolicy,
+        Timeouts,
+    )
+    from ._errors import (
+        AmbiguousSubmissionError,
+        APIConnectionError,
+        APIStatusError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        ClientClosedError,
+        ConflictError,
+        DatalabError,
+        FileTypeMismatchError,
+        InsecureTransportError,
+        InvalidInputError,
+        NotFoundError,
+        PermissionDeniedError,
+        QuotaExceededError,
+        RateLimitError,
+        RequestTooLargeError,
+        ResponseTooLargeError,
+        ResponseValidationError,
+        ServerError,
+        SetupError,
+        UnsafeRedirectError,
+        UnsupportedMediaTypeError,
+        ValidationError,
+        WaitTimeoutError,
+    )
+    from ._folder_manifest import (
+        FolderOutcome,
+        FolderSummary,
+        IgnoredFile,
+    )
+    from ._models import (
+        Collection,
+        CollectionFileList,
+        CollectionList,
+        EvalBatchProgress,
+        EvalBatchRun,
+        EvalBatchRunList,
+        EvalBatchRunResults,
+        EvalFileResult,
+        ExecutionList,
+        ExecutionStatus,
+        Pipeline,
+        PipelineExecution,
+        PipelineList,
+        PipelineRate,
+        PipelineStep,
+        PipelineVersion,
+        PipelineVersionList,
+        StepConfig,
+        StepStatus,
+        UploadedFile,
+        Workflow,
+        WorkflowEvent,
+        WorkflowExecution,
+        WorkflowList,
+        WorkflowStatus,
+        WorkflowStatusChanged,
+        WorkflowStep,
+        WorkflowStepChanged,
+        WorkflowStepState,
+        WorkflowStepStatus,
+        WorkflowStepType,
+    )
+    from ._models.events import (
+        ExecutionEvent,
+        ExecutionStatusChanged,
+        StepStatusChanged,
+    )
+    from ._policy.control import JobControl
+    from ._protocol.sse import encode_sse
+    from ._protocol.validation import FILE_TYPES, FileType
+    from ._sse_relay import execution_sse_frames
 
 __all__ = [
     "FILE_TYPES",
@@ -154,3 +176,101 @@ __all__ = [
     "encode_sse",
     "execution_sse_frames",
 ]
+
+# Every other public name is imported on first use (PEP 562), so that `import datalab_async`
+# (and the pytest plugin, which imports this package) costs next to nothing; a name's module,
+# with what it needs, is loaded the first time the name is read.
+_LAZY: dict[str, str] = {
+    "AsyncDatalabClient": "._client",
+    "DocumentFailedError": "._client.fanout",
+    "DocumentOutcome": "._client.fanout",
+    "DocumentSource": "._client.fanout",
+    "FolderEvent": "._client.folder",
+    "CompletedExecution": "._client.watch",
+    "PollPolicy": "._config",
+    "ResponseLimits": "._config",
+    "RetryPolicy": "._config",
+    "Timeouts": "._config",
+    "AmbiguousSubmissionError": "._errors",
+    "APIConnectionError": "._errors",
+    "APIStatusError": "._errors",
+    "APITimeoutError": "._errors",
+    "AuthenticationError": "._errors",
+    "BadRequestError": "._errors",
+    "ClientClosedError": "._errors",
+    "ConflictError": "._errors",
+    "DatalabError": "._errors",
+    "FileTypeMismatchError": "._errors",
+    "InsecureTransportError": "._errors",
+    "InvalidInputError": "._errors",
+    "NotFoundError": "._errors",
+    "PermissionDeniedError": "._errors",
+    "QuotaExceededError": "._errors",
+    "RateLimitError": "._errors",
+    "RequestTooLargeError": "._errors",
+    "ResponseTooLargeError": "._errors",
+    "ResponseValidationError": "._errors",
+    "ServerError": "._errors",
+    "SetupError": "._errors",
+    "UnsafeRedirectError": "._errors",
+    "UnsupportedMediaTypeError": "._errors",
+    "ValidationError": "._errors",
+    "WaitTimeoutError": "._errors",
+    "FolderOutcome": "._folder_manifest",
+    "FolderSummary": "._folder_manifest",
+    "IgnoredFile": "._folder_manifest",
+    "Collection": "._models",
+    "CollectionFileList": "._models",
+    "CollectionList": "._models",
+    "EvalBatchProgress": "._models",
+    "EvalBatchRun": "._models",
+    "EvalBatchRunList": "._models",
+    "EvalBatchRunResults": "._models",
+    "EvalFileResult": "._models",
+    "ExecutionList": "._models",
+    "ExecutionStatus": "._models",
+    "Pipeline": "._models",
+    "PipelineExecution": "._models",
+    "PipelineList": "._models",
+    "PipelineRate": "._models",
+    "PipelineStep": "._models",
+    "PipelineVersion": "._models",
+    "PipelineVersionList": "._models",
+    "StepConfig": "._models",
+    "StepStatus": "._models",
+    "UploadedFile": "._models",
+    "Workflow": "._models",
+    "WorkflowEvent": "._models",
+    "WorkflowExecution": "._models",
+    "WorkflowList": "._models",
+    "WorkflowStatus": "._models",
+    "WorkflowStatusChanged": "._models",
+    "WorkflowStep": "._models",
+    "WorkflowStepChanged": "._models",
+    "WorkflowStepState": "._models",
+    "WorkflowStepStatus": "._models",
+    "WorkflowStepType": "._models",
+    "ExecutionEvent": "._models.events",
+    "ExecutionStatusChanged": "._models.events",
+    "StepStatusChanged": "._models.events",
+    "JobControl": "._policy.control",
+    "encode_sse": "._protocol.sse",
+    "FILE_TYPES": "._protocol.validation",
+    "FileType": "._protocol.validation",
+    "execution_sse_frames": "._sse_relay",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

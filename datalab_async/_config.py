@@ -7,9 +7,19 @@ from typing import Any
 
 import attrs
 
+from ._errors import InvalidInputError
+
 __all__ = ["DEFAULT_BASE_URL", "PollPolicy", "ResponseLimits", "RetryPolicy", "Timeouts"]
 
 DEFAULT_BASE_URL = "https://www.datalab.to"
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 @attrs.frozen
@@ -33,6 +43,16 @@ class Timeouts:
     read: float | None = 60.0
     upload_base: float = 60.0
     upload_min_rate: float = 256 * 1024  # bytes per second we are willing to wait for
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("connect", "pool", "read"):
+            value = getattr(self, name)
+            if value is not None and not _positive(value):
+                raise InvalidInputError(f"{name} must be > 0 (or None)", field=name)
+        if not (_number(self.upload_base) and self.upload_base >= 0):
+            raise InvalidInputError("upload_base must be >= 0", field="upload_base")
+        if not _positive(self.upload_min_rate):
+            raise InvalidInputError("upload_min_rate must be > 0", field="upload_min_rate")
 
     def upload_budget(self, size: int | None) -> float:
         """Seconds allowed to send a body of ``size`` bytes (``upload_base`` for unknown size)."""
@@ -117,7 +137,7 @@ class RetryPolicy:
 
     def __attrs_post_init__(self) -> None:
         if self.max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
+            raise InvalidInputError("max_retries must be >= 0", field="max_retries")
 
     @classmethod
     def disabled(cls) -> RetryPolicy:
@@ -171,17 +191,17 @@ class PollPolicy:
 
     def __attrs_post_init__(self) -> None:
         if not self.initial > 0:
-            raise ValueError("initial must be > 0")
+            raise InvalidInputError("initial must be > 0", field="initial")
         if not self.factor >= 1:
-            raise ValueError("factor must be >= 1")
+            raise InvalidInputError("factor must be >= 1", field="factor")
         if not self.max_interval >= self.initial:
-            raise ValueError("max_interval must be >= initial")
+            raise InvalidInputError("max_interval must be >= initial", field="max_interval")
         if not 0 <= self.jitter < 1:
-            raise ValueError("jitter must be within [0, 1)")
+            raise InvalidInputError("jitter must be within [0, 1)", field="jitter")
         if self.max_fraction is not None and not self.max_fraction > 0:
-            raise ValueError("max_fraction must be > 0 (or None)")
+            raise InvalidInputError("max_fraction must be > 0 (or None)", field="max_fraction")
         if self.give_up_after is not None and not self.give_up_after > 0:
-            raise ValueError("give_up_after must be > 0 (or None)")
+            raise InvalidInputError("give_up_after must be > 0 (or None)", field="give_up_after")
 
     def interval(self, n: int, elapsed: float | None = None) -> float:
         """Seconds to wait after poll number ``n`` (0-based), ``elapsed`` seconds into the wait."""

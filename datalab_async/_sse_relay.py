@@ -15,7 +15,7 @@ import anyio
 
 from ._config import PollPolicy
 from ._errors import DatalabError
-from ._models import ExecutionStatus, PipelineExecution
+from ._models import PipelineExecution
 from ._models.events import ExecutionStatusChanged
 from ._protocol import execution_frames as frames_proto
 
@@ -27,8 +27,6 @@ __all__ = ["aclose_shielded", "execution_sse_frames"]
 T = TypeVar("T")
 
 logger = logging.getLogger("datalab_async")
-
-_RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
 
 async def aclose_shielded(iterable: object) -> None:
@@ -73,7 +71,7 @@ async def execution_sse_frames(
                 if isinstance(event, ExecutionStatusChanged):
                     last = event.execution
                 yield frames_proto.execution_event_frame(event)
-        if fetch_results and last is not None and last.status in _RESULT_STATUSES:
+        if fetch_results and last is not None and last.status.has_results:
             results = await client.fetch_step_results(last)
             yield frames_proto.results_frame(execution_id, str(last.status), results)
     except DatalabError as err:

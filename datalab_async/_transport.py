@@ -338,6 +338,22 @@ class HTTPTransport:
             )
         return None
 
+    def read_error(
+        self, request: Request, err: BaseException, *, idle_timeout: float | None
+    ) -> APIConnectionError | None:
+        """A failed read of ``request``'s open (streamed) response as ours, None for anything
+        else: the caller's ``idle_timeout`` running out (a plain ``TimeoutError``) is an
+        ``APITimeoutError`` saying so; aiohttp's own failures map as in ``connection_error``."""
+        if isinstance(err, TimeoutError | asyncio.TimeoutError) and not isinstance(
+            err, aiohttp.ServerTimeoutError
+        ):
+            return APITimeoutError(
+                f"no data from {request.operation} for {idle_timeout} s (idle read timeout)",
+                method=request.method,
+                url=loggable_url(self.url_for(request)),
+            )
+        return self.connection_error(request, err)
+
     async def send(
         self,
         request: Request,

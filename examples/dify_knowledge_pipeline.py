@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from datalab_async._errors import DatalabError
+from datalab_async import DatalabError, PollPolicy
 from datalab_async.dify import (
     AgentLog,
     AsyncDifyKnowledgeClient,
@@ -199,7 +199,7 @@ async def demo(
     names = {doc.id: doc.name for doc in run.documents}
     print(f"batch {run.batch}: {len(run.documents)} document(s) queued")
     async for change in client.watch_indexing(
-        dataset_id, run, poll_interval=0.1, max_poll_interval=1.0, timeout=600
+        dataset_id, run, poll=PollPolicy(initial=0.1, max_interval=1.0), timeout=600
     ):
         segments = ""
         if change.document.total_segments:

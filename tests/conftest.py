@@ -101,3 +101,17 @@ def other_tasks() -> set[asyncio.Task[Any]]:
             continue
         leftover.add(task)
     return leftover
+
+
+class ManualClock:
+    """A monotonic clock that moves only when told: ``LocalDatalab(clock=ManualClock())``
+    expires results and empties rate windows without the test waiting."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -20,9 +20,11 @@ from datalab_async import (
     AuthenticationError,
     InsecureTransportError,
     InvalidInputError,
+    PollPolicy,
     ResponseValidationError,
     RetryPolicy,
     ServerError,
+    Timeouts,
 )
 
 from .conftest import ScriptedServer, json_response, other_tasks, sequence
@@ -500,3 +502,20 @@ async def test_bad_api_key_ends_a_wait_at_once(scripted: ScriptedServer) -> None
         with pytest.raises(AuthenticationError, match="Invalid API key"):
             await c.wait_for_execution("pex_1", timeout=5)
     assert scripted.count("GET", GET_EX) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: PollPolicy(initial=0), "initial"),
+        (lambda: PollPolicy(jitter=1.5), "jitter"),
+        (lambda: RetryPolicy(max_retries=-1), "max_retries"),
+        (lambda: Timeouts(read=0), "read"),
+        (lambda: Timeouts(connect=-1), "connect"),
+        (lambda: Timeouts(upload_min_rate=0), "upload_min_rate"),
+    ],
+)
+def test_configuration_classes_raise_invalid_input(make: Any, field: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        make()
+    assert info.value.field == field

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aioresponses import aioresponses
 
 from datalab_async import (
     AsyncDatalabClient,
@@ -34,6 +33,7 @@ from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import invoice_text, make_pdf
 
 from .conftest import ScriptedServer, json_response, other_tasks, sequence
+from .mock_http import MockHTTP
 
 BASE = "https://api.test"
 KEY = "sk-col-secret-77"
@@ -192,7 +192,7 @@ async def client() -> AsyncIterator[AsyncDatalabClient]:
         yield c
 
 
-def calls(m: aioresponses) -> list[tuple[str, str, dict[str, Any]]]:
+def calls(m: MockHTTP) -> list[tuple[str, str, dict[str, Any]]]:
     return [(key[0], str(key[1]), c.kwargs) for key, cs in m.requests.items() for c in cs]
 
 
@@ -204,7 +204,7 @@ async def test_upload_file_shape(client: AsyncDatalabClient, tmp_path: Path, pad
     doc = pdf(tmp_path, 1)
     with doc.open("ab") as f:
         f.write(b"\n" * padding)  # after %%EOF: still a valid PDF, now over the streaming size
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.post(
             f"{BASE}/api/v1/files/upload",
             payload={
@@ -238,7 +238,7 @@ async def test_upload_file_shape(client: AsyncDatalabClient, tmp_path: Path, pad
 
 
 async def test_collection_and_eval_shapes(client: AsyncDatalabClient) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.post(ANY, payload=COLLECTION)
         created = await client.create_collection("golden", "set")
         m.get(ANY, payload=COLLECTION)
@@ -299,7 +299,7 @@ async def test_collection_and_eval_shapes(client: AsyncDatalabClient) -> None:
 
 
 async def test_add_files_is_split_into_hundreds(client: AsyncDatalabClient) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         for _ in range(3):
             m.post(f"{BASE}/api/v1/collections/2/files", payload=COLLECTION)
         await client.add_collection_files(2, range(1, 251))
@@ -309,7 +309,7 @@ async def test_add_files_is_split_into_hundreds(client: AsyncDatalabClient) -> N
 
 
 async def test_bad_input_sends_nothing(client: AsyncDatalabClient, tmp_path: Path) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         with pytest.raises(InvalidInputError):
             await client.upload_file(tmp_path / "missing.pdf")
         with pytest.raises(InvalidInputError):

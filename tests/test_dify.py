@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 import datalab_async.dify as dify
-from datalab_async._config import RetryPolicy
+from datalab_async._config import PollPolicy, RetryPolicy
 from datalab_async._errors import (
     APIConnectionError,
     APIStatusError,
@@ -62,6 +62,7 @@ from datalab_async.local import LocalDify
 from .conftest import other_tasks
 
 FAST = RetryPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.05)
+FAST_INDEXING = PollPolicy(initial=0.005, max_interval=0.05, jitter=0)
 NODE_COUNT = 4  # datasource, extractor, chunker, knowledge base
 
 
@@ -488,7 +489,7 @@ async def test_published_run_and_watch_indexing(
     good_id, bad_id = (d.id for d in run.documents)
 
     changes: list[IndexingStatusChanged] = []
-    async for change in client.watch_indexing(dataset_id, run, poll_interval=0.005):
+    async for change in client.watch_indexing(dataset_id, run, poll=FAST_INDEXING):
         changes.append(change)
     path = [c.new for c in changes if c.document_id == good_id]
     assert path[-1] == "completed"
@@ -503,7 +504,7 @@ async def test_published_run_and_watch_indexing(
     for previous, current in zip(path, path[1:], strict=False):
         assert previous != current
     # by batch id: every document's first sighting has old=None, and terminal states end it
-    again = [c async for c in client.watch_indexing(dataset_id, run.batch, poll_interval=0.005)]
+    again = [c async for c in client.watch_indexing(dataset_id, run.batch, poll=FAST_INDEXING)]
     assert {c.document_id for c in again} == {good_id, bad_id}
     assert all(c.old is None for c in again)
     statuses = await client.get_indexing_status(dataset_id, run.batch)
@@ -542,7 +543,7 @@ async def test_watch_indexing_timeout(
     seen: list[IndexingStatusChanged] = []
     with pytest.raises(WaitTimeoutError) as info:
         async for change in client.watch_indexing(
-            dataset_id, run.batch, poll_interval=0.01, timeout=0.15
+            dataset_id, run.batch, poll=FAST_INDEXING, timeout=0.15
         ):
             seen.append(change)
     assert [c.new for c in seen] == ["waiting"]
@@ -719,7 +720,7 @@ async def test_local_validation_sends_nothing(
     with pytest.raises(InvalidInputError):
         await client.upload_pipeline_file(tmp_path / "absent.pdf")
     with pytest.raises(InvalidInputError):
-        async for _ in client.watch_indexing("ds", "", poll_interval=0.01):
+        async for _ in client.watch_indexing("ds", "", poll=FAST_INDEXING):
             pass
     assert server.stats.requests == 0
 
@@ -776,3 +777,18 @@ async def test_connection_refused_is_a_connection_error() -> None:
     async with AsyncDifyKnowledgeClient(key, url, retry=RetryPolicy.disabled()) as client:
         with pytest.raises(APIConnectionError):
             await client.list_datasource_plugins("ds")
+
+
+async def test_watch_indexing_interval_arguments_are_deprecated(
+    client: AsyncDifyKnowledgeClient, server: LocalDify
+) -> None:
+    dataset_id = server.create_dataset()
+    with pytest.warns(DeprecationWarning, match="poll=PollPolicy"):
+        with pytest.raises(NotFoundError):  # an unknown batch: one poll, then the error
+            async for _ in client.watch_indexing(dataset_id, "no-such-batch", poll_interval=0.01):
+                pass
+    with pytest.warns(DeprecationWarning), pytest.raises(InvalidInputError, match="poll_interval"):
+        async for _ in client.watch_indexing(
+            dataset_id, "b", poll_interval=2.0, max_poll_interval=1.0
+        ):
+            pass

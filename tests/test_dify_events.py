@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses
 
-from datalab_async import AsyncDatalabClient
+from datalab_async import AsyncDatalabClient, PollPolicy
 from datalab_async._errors import (
     BadRequestError,
     InvalidInputError,
@@ -64,6 +63,8 @@ from datalab_async.dify import (
 )
 from datalab_async.local import LocalDify
 from datalab_async.local.dify import EVENTS_INPUT
+
+from .mock_http import MockHTTP
 
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z
 RUN = {"task_id": "task-1", "workflow_run_id": "run-1"}
@@ -388,7 +389,7 @@ def test_datalab_models_keep_unknown_fields() -> None:
 async def test_get_pipeline_accepts_steps_of_any_json() -> None:
     body = {"pipeline_id": "pl_1", "steps": [{"type": "convert"}, "legacy", 3, None, [1]]}
     async with AsyncDatalabClient(api_key="sk-test", base_url="https://api.test") as client:
-        with aioresponses() as m:
+        async with MockHTTP() as m:
             m.get("https://api.test/api/v1/pipelines/pl_1", payload=body)
             pipeline = await client.get_pipeline("pl_1")
     assert isinstance(pipeline, Pipeline)
@@ -532,7 +533,7 @@ async def test_datasource_error_and_local_checks(
 
 async def test_datasource_run_answering_json_is_refused_and_released() -> None:
     async with AsyncDifyKnowledgeClient("dataset-key", "https://dify.test/v1") as client:
-        with aioresponses() as m:
+        async with MockHTTP() as m:
             url = "https://dify.test/v1/datasets/ds/pipeline/datasource/nodes/n1/run"
             m.post(url, payload={"result": "not a stream"})
             stream = client.run_datasource_node("ds", "n1", datasource_type="online_drive")
@@ -555,7 +556,9 @@ async def test_watch_indexing_ends_when_documents_are_paused(
         is_published=True,
     )
     final: dict[str, str] = {}
-    async for change in client.watch_indexing(dataset_id, run, poll_interval=0.01, timeout=10):
+    async for change in client.watch_indexing(
+        dataset_id, run, poll=PollPolicy(initial=0.01, jitter=0), timeout=10
+    ):
         final[change.document_id] = change.new
     assert sorted(final.values()) == ["completed", "paused"]
     statuses = await client.get_indexing_status(dataset_id, run.batch)

@@ -300,11 +300,12 @@ async def test_url_sources_and_per_document_timeout(scripted: ScriptedServer) ->
 async def test_leaving_without_consuming_cancels_promptly(
     local: tuple[LocalDatalab, AsyncDatalabClient, str],
 ) -> None:
-    _, client, pipeline = local
-    started = time.monotonic()
+    server, client, pipeline = local
     async with client.map_pipeline(pipeline, docs(500), concurrency=8, poll=FAST):
         await asyncio.sleep(0.05)
-    assert time.monotonic() - started < 1.0
+    # Cancelled, not run to the end: at most the documents in flight were ever submitted.
+    runs = server.stats()["requests_by_endpoint"].get("POST /api/v1/pipelines/{pipeline_id}/run")
+    assert (runs or 0) <= 16
     assert not client_tasks() and acquired(client) == 0
 
     class Boom(Exception):

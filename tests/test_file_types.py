@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aioresponses import aioresponses
 from PIL import Image
 
 from datalab_async import (
@@ -32,6 +31,7 @@ from datalab_async import (
     PollPolicy,
 )
 from datalab_async._cli import main
+from datalab_async._protocol import pipelines as proto
 from datalab_async._protocol.validation import (
     FILE_TYPES,
     HEAD_BYTES,
@@ -42,6 +42,8 @@ from datalab_async._protocol.validation import (
 from datalab_async.local import LocalDatalab, _readers
 from datalab_async.local._processors import ProcessingError, run_step
 from datalab_async.local.samples import make_html, make_pdf, make_png, write_sample_documents
+
+from .mock_http import MockHTTP
 
 DOCUMENTED = (
     "pdf xls xlsx xlsm xltx csv ods doc docx odt ppt pptx odp html epub png jpg jpeg webp gif tiff"
@@ -495,7 +497,7 @@ async def test_a_mismatch_fails_before_any_request(
 ) -> None:
     path = tmp_path / "budget.xlsx"
     path.write_bytes(make_pdf(["not a workbook"]))
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         with pytest.raises(FileTypeMismatchError, match="'budget.xlsx' is named .xlsx"):
             await client.run_pipeline("pl_1", file_path=path)
         with pytest.raises(FileTypeMismatchError, match="looks like a PDF document"):
@@ -509,12 +511,15 @@ async def test_a_mismatch_fails_before_any_request(
         with pytest.raises(FileTypeMismatchError, match="looks like a PDF document"):
             await client.run_pipeline("pl_1", file=io.BytesIO(make_pdf(["x"])), filename="a.png")
         assert m.requests == {}
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.post(f"{BASE}/api/v1/pipelines/pl_1/run", payload=EXECUTION, repeat=True)
         handle = io.BytesIO(b"header to skip;" + make_pdf(["x"]))
         handle.seek(15)
+        # The check peeks and puts the file back where the caller left it (the request is
+        # built, and checked, before anything is read for sending).
+        proto.run_pipeline("pl_1", file=handle, filename="a.pdf")
+        assert handle.tell() == 15
         await client.run_pipeline("pl_1", file=handle, filename="a.pdf")
-        assert handle.tell() == 15  # the check put it back where the caller left it
 
         async def chunks() -> AsyncIterator[bytes]:
             yield make_pdf(["x"])
@@ -527,7 +532,7 @@ async def test_each_type_is_sent_with_its_mime_type(
     client: AsyncDatalabClient, tmp_path: Path
 ) -> None:
     sent: dict[str, str] = {}
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.post(f"{BASE}/api/v1/pipelines/pl_1/run", payload=EXECUTION, repeat=True)
         for ext in DOCUMENTED.split():
             path = tmp_path / f"doc.{ext}"

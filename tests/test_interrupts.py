@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -83,9 +84,23 @@ async def _until(condition: Any, limit: float = 20.0) -> None:
     pytest.fail("the server never reached the expected state")
 
 
+def _outcomes(child: Any, count: int, limit: float = 30.0) -> None:
+    """Read the child's progress until ``count`` documents have ended (or it exits)."""
+    deadline = time.monotonic() + limit
+    seen = 0
+    while seen < count and time.monotonic() < deadline:
+        ready, _, _ = select.select([child.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = child.stdout.readline()
+        if not line:
+            return  # it finished
+        seen += line.startswith(("done", "FAILED"))
+
+
 @pytest.fixture
 def server() -> Iterator[ServerThread]:
-    with ServerThread(step_latency=0.1, run_answer_delay=0.15, seed=7) as running:
+    with ServerThread(step_latency=0.2, run_answer_delay=0.15, seed=7) as running:
         yield running
 
 
@@ -102,7 +117,9 @@ def test_interrupted_at_random_moments_never_submits_twice(
     codes = []
     for _ in range(6):
         child = _run(server, pipeline, docs, out)
-        time.sleep(rng.uniform(0.7, 2.5))  # startup (~0.5 s) plus a random moment of the job
+        # A random moment of the job: after a few documents ended, plus a random delay.
+        _outcomes(child, rng.randint(1, 3))
+        time.sleep(rng.uniform(0.0, 0.4))
         child.send_signal(signum)
         try:
             child.communicate(timeout=30)

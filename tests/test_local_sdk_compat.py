@@ -227,7 +227,7 @@ async def test_workflow_results_download_with_the_nested_shape(files_host: str) 
 
 async def test_injected_429_reaches_the_sdk_as_a_429() -> None:
     # Only GETs here: the SDK retries a 429 on submissions with 5 s+ tenacity backoff.
-    async with LocalDatalab(rate_429=1.0) as server:
+    async with LocalDatalab(error_429_rate=1.0) as server:
         async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as client:
             with pytest.raises(DatalabAPIError) as caught:
                 await client.get_pipeline("pl_any")

@@ -21,6 +21,8 @@ from datalab_async.local import Knobs, LocalDatalab, _pipelines, _processors
 from datalab_async.local.__main__ import build_parser, serve_main
 from datalab_async.local.samples import invoice_markdown, make_pdf
 
+from .conftest import ManualClock
+
 INVOICE_MD = invoice_markdown(1).encode()
 INVOICE_PDF = make_pdf(["Invoice 1001\nTotal due: 120.00 EUR", "Page two"])
 BROKEN_PDF = b"this is not a pdf at all"
@@ -454,19 +456,38 @@ async def test_list_executions_pages_newest_first(
     assert (await get_json(api, path + "?limit=100"))["total"] == 3
 
 
-async def test_results_expire_after_the_ttl(
-    server: LocalDatalab, api: aiohttp.ClientSession
-) -> None:
-    server.knobs = attrs.evolve(server.knobs, result_ttl=0.2)
-    pipeline_id = server.create_pipeline_sync(["convert"])
-    execution = await run_ok(api, pipeline_id, file=("invoice.md", INVOICE_MD))
-    final = await wait_execution(api, execution["execution_id"])
-    await get_json(api, final["steps"][0]["result_url"])
-    await asyncio.sleep(0.25)
-    gone = await get_json(api, final["steps"][0]["result_url"], 404)
-    assert "expired" in gone["detail"]
-    # The execution record itself stays readable.
-    await get_json(api, f"/api/v1/pipelines/executions/{final['execution_id']}")
+async def test_results_expire_after_the_ttl() -> None:
+    clock = ManualClock()
+    async with (
+        LocalDatalab(step_latency=0.01, result_ttl=60, clock=clock) as server,
+        aiohttp.ClientSession(base_url=server.url, headers={"X-API-Key": server.api_key}) as api,
+    ):
+        pipeline_id = server.create_pipeline_sync(["convert"])
+        execution = await run_ok(api, pipeline_id, file=("invoice.md", INVOICE_MD))
+        final = await wait_execution(api, execution["execution_id"])
+        clock.advance(59.9)
+        await get_json(api, final["steps"][0]["result_url"])
+        clock.advance(0.1)
+        gone = await get_json(api, final["steps"][0]["result_url"], 404)
+        assert "expired" in gone["detail"]
+        # The execution record itself stays readable.
+        await get_json(api, f"/api/v1/pipelines/executions/{final['execution_id']}")
+
+
+async def test_the_requests_per_minute_window_slides_on_the_server_clock() -> None:
+    clock = ManualClock()
+    async with (
+        LocalDatalab(requests_per_minute=2, clock=clock) as server,
+        aiohttp.ClientSession(base_url=server.url, headers={"X-API-Key": server.api_key}) as api,
+    ):
+        statuses = []
+        for step in (0, 30, 10, 20.5):  # t = 0, 30, 40 (refused: two in the last 60 s), 60.5
+            clock.advance(step)
+            async with api.get("/api/v1/pipelines") as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.headers["Retry-After"] == "20"  # until t=0 leaves the window
+        assert statuses == [200, 200, 429, 200]
 
 
 async def test_webhook_is_posted_when_terminal(
@@ -559,10 +580,10 @@ async def test_injected_faults(server: LocalDatalab, api: aiohttp.ClientSession)
     server.knobs = attrs.evolve(server.knobs, error_503_rate=0.0, error_502_rate=1.0)
     async with api.get("/api/v1/pipelines") as response:
         assert response.status == 502 and response.content_type == "text/html"
-    server.knobs = attrs.evolve(server.knobs, error_502_rate=0.0, rate_429=1.0)
+    server.knobs = attrs.evolve(server.knobs, error_502_rate=0.0, error_429_rate=1.0)
     async with api.get("/api/v1/pipelines") as response:
         assert response.status == 429 and "Retry-After" in response.headers
-    server.knobs = attrs.evolve(server.knobs, rate_429=0.0, drop_rate=1.0)
+    server.knobs = attrs.evolve(server.knobs, error_429_rate=0.0, drop_rate=1.0)
     with pytest.raises(aiohttp.ClientConnectionError):
         async with api.get("/api/v1/pipelines"):
             pass
@@ -585,12 +606,12 @@ async def test_injected_faults(server: LocalDatalab, api: aiohttp.ClientSession)
     faults = stats["faults_injected"]
     # aiohttp retries an idempotent request once when a kept-alive connection drops.
     assert faults.pop("drop") in (1, 2)
-    assert faults == {"error_503": 1, "error_502": 1, "rate_429": 1, "error_500": 3}
+    assert faults == {"error_503": 1, "error_502": 1, "error_429": 1, "error_500": 3}
 
 
 async def test_seeded_fault_sequences_repeat() -> None:
     async def statuses() -> list[int]:
-        async with LocalDatalab(seed=42, error_500_rate=0.3, rate_429=0.2) as server:
+        async with LocalDatalab(seed=42, error_500_rate=0.3, error_429_rate=0.2) as server:
             async with aiohttp.ClientSession(
                 base_url=server.url, headers={"X-API-Key": server.api_key}
             ) as api:
@@ -1043,3 +1064,30 @@ def test_standalone_server_serves_until_interrupted() -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_the_old_rate_429_knob_name_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="error_429_rate"):
+        knobs = Knobs(rate_429=0.25)
+    assert knobs == Knobs(error_429_rate=0.25) and knobs.rate_429 is None
+    assert attrs.evolve(knobs, seed=1).error_429_rate == 0.25  # no second warning, value kept
+    with pytest.warns(DeprecationWarning):
+        args = build_parser().parse_args(["--rate-429", "0.5"])
+        values = {field.name: getattr(args, field.name) for field in attrs.fields(Knobs)}
+        assert Knobs(**values).error_429_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"error_500_rate": 1.5},
+        {"step_latency": -1},
+        {"requests_per_minute": 0},
+        {"error_500_rate": 0.6, "error_429_rate": 0.6},
+    ],
+)
+def test_bad_knobs_raise_invalid_input(knobs: dict[str, Any]) -> None:
+    from datalab_async import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        Knobs(**knobs)

@@ -1,5 +1,5 @@
 """``iter_*`` list iterators: the pure pager, request shapes for cursor and offset paging via
-aioresponses, and every iterator against the local server with more items than one page (the
+MockHTTP, and every iterator against the local server with more items than one page (the
 server's request counters prove that it paged)."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aioresponses import aioresponses
 from yarl import URL
 
 from datalab_async import (
@@ -26,6 +25,7 @@ from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import invoice_text, make_pdf
 
 from .conftest import ScriptedServer, other_tasks
+from .mock_http import MockHTTP
 
 BASE = "https://api.test"
 KEY = "sk-paging-test"
@@ -142,7 +142,7 @@ def test_pager_rejects_bad_sizes(kwargs: dict[str, Any], field: str) -> None:
     assert info.value.field == field
 
 
-# -- request shapes (aioresponses) --------------------------------------------------------------
+# -- request shapes (MockHTTP) --------------------------------------------------------------
 
 
 @pytest.fixture
@@ -155,14 +155,14 @@ def file_json(n: int) -> dict[str, Any]:
     return {"file_id": n, "filename": f"f{n}.pdf"}
 
 
-def sent(m: aioresponses) -> list[dict[str, str]]:
+def sent(m: MockHTTP) -> list[dict[str, str]]:
     """The query of each GET sent, in order."""
     return [dict(URL(str(url)).query) for (method, url), calls in m.requests.items() for _ in calls]
 
 
 async def test_collection_files_follow_the_hosted_cursor(client: AsyncDatalabClient) -> None:
     route = re.compile(re.escape(FILES) + r"\?.*")
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.get(route, payload={"files": [file_json(1), file_json(2)], "next_cursor": "c1"})
         m.get(route, payload={"files": [file_json(3), file_json(4)], "next_cursor": "c2"})
         m.get(route, payload={"files": [file_json(5)], "next_cursor": None})
@@ -179,7 +179,7 @@ async def test_collection_files_page_by_offset_where_the_server_does(
     client: AsyncDatalabClient,
 ) -> None:
     route = re.compile(re.escape(FILES) + r"\?.*")
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.get(route, payload={"files": [file_json(1), file_json(2)], "total": 3})
         m.get(route, payload={"files": [file_json(3)], "total": 3})
         got = [f.file_id async for f in client.iter_collection_files("2", page_size=2)]
@@ -188,7 +188,7 @@ async def test_collection_files_page_by_offset_where_the_server_does(
 
 
 async def test_empty_listings_make_one_request(client: AsyncDatalabClient) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.get(re.compile(re.escape(FILES) + r"\?.*"), payload={"files": [], "next_cursor": "x"})
         m.get(re.compile(re.escape(EXECUTIONS) + r"\?.*"), payload={"executions": [], "total": 0})
         assert [f async for f in client.iter_collection_files(2)] == []
@@ -204,7 +204,7 @@ async def test_break_mid_iteration_sends_no_further_request(client: AsyncDatalab
             "total": 100,
         }
 
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         route = re.compile(re.escape(EXECUTIONS) + r"\?.*")
         m.get(route, payload=executions(0, 3))
         m.get(route, payload=executions(3, 3))
@@ -230,7 +230,7 @@ async def test_cancelled_mid_page_leaves_nothing(client: AsyncDatalabClient) -> 
             fetched.set()
             await release.wait()
 
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.get(
             re.compile(re.escape(EXECUTIONS) + r"\?.*"),
             payload={"executions": [{**EXECUTION, "execution_id": "pex_0"}], "total": 5},
@@ -301,7 +301,7 @@ BadCall = Callable[[AsyncDatalabClient], Any]
 async def test_bad_arguments_raise_on_the_call_before_any_request(
     client: AsyncDatalabClient, call: BadCall
 ) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         with pytest.raises(InvalidInputError):
             call(client)
         assert not m.requests

@@ -26,7 +26,13 @@ from datalab_async import (
 from datalab_async._models import structure
 from datalab_async._protocol import pipelines as proto
 from datalab_async._protocol.errors import classify_status
-from datalab_async._protocol.http import Request, RetryMode, parse_retry_after, retry_delay
+from datalab_async._protocol.http import (
+    Request,
+    RetryMode,
+    parse_http_date,
+    parse_retry_after,
+    retry_delay,
+)
 from datalab_async._protocol.validation import check_file, validate_page_range
 
 
@@ -240,3 +246,13 @@ def test_model_errors_name_the_field() -> None:
             PipelineExecution,
         )
     assert "step_index" in str(info.value)
+
+
+def test_parse_http_date() -> None:
+    from datetime import datetime, timezone
+
+    expected = datetime(2015, 10, 21, 7, 28, tzinfo=timezone.utc)
+    assert parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT") == expected
+    assert parse_http_date(" Wednesday, 21-Oct-15 07:28:00 GMT ") == expected  # RFC 850 form
+    assert parse_http_date("Wed Oct 21 07:28:00 2015") == expected  # asctime: no zone, UTC
+    assert parse_http_date("soon") is None and parse_http_date("") is None

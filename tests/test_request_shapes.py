@@ -1,4 +1,4 @@
-"""Request shapes for every pipeline call (method, path, query, headers, body), via aioresponses."""
+"""Request shapes for every pipeline call (method, path, query, headers, body), via MockHTTP."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aioresponses import aioresponses
 from yarl import URL
 
 from datalab_async import AsyncDatalabClient, Pipeline, PipelineExecution
+
+from .mock_http import MockHTTP
 
 BASE = "https://api.test"
 KEY = "sk-test-123"
@@ -33,7 +34,7 @@ async def client() -> AsyncIterator[AsyncDatalabClient]:
         yield c
 
 
-def only_call(m: aioresponses, method: str) -> tuple[str, dict[str, Any]]:
+def only_call(m: MockHTTP, method: str) -> tuple[str, dict[str, Any]]:
     calls = [(key, c) for key, cs in m.requests.items() for c in cs if key[0] == method]
     assert len(calls) == 1, m.requests
     (_, url), call = calls[0]
@@ -42,7 +43,7 @@ def only_call(m: aioresponses, method: str) -> tuple[str, dict[str, Any]]:
 
 
 def same_url(a: str, b: str) -> bool:
-    """Equal URLs, query parameters compared as a mapping (aioresponses sorts them)."""
+    """Equal URLs, query parameters compared as a mapping (as MockHTTP matches them)."""
     ua, ub = URL(a), URL(b)
     return ua.with_query(None) == ub.with_query(None) and dict(ua.query) == dict(ub.query)
 
@@ -59,7 +60,7 @@ def form_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
 async def test_run_pipeline_with_file(client: AsyncDatalabClient, tmp_path: Path) -> None:
     doc = tmp_path / "invoice.pdf"
     doc.write_bytes(b"%PDF-1.4 test")
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.post(f"{BASE}/api/v1/pipelines/pl_1/run", payload=EXECUTION)
         ex = await client.run_pipeline(
             "pl_1",
@@ -89,7 +90,7 @@ async def test_run_pipeline_with_file(client: AsyncDatalabClient, tmp_path: Path
 
 
 async def test_run_pipeline_with_url_omits_version(client: AsyncDatalabClient) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.post(f"{BASE}/api/v1/pipelines/pl_1/run", payload=EXECUTION)
         await client.run_pipeline("pl_1", file_url="https://files.test/a.pdf")
         _, kwargs = only_call(m, "POST")
@@ -99,7 +100,7 @@ async def test_run_pipeline_with_url_omits_version(client: AsyncDatalabClient) -
 
 
 async def test_run_pipeline_with_bytes(client: AsyncDatalabClient) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.post(f"{BASE}/api/v1/pipelines/pl_1/run", payload=EXECUTION)
         await client.run_pipeline("pl_1", file=PNG, filename="dir/scan.png")
         _, kwargs = only_call(m, "POST")
@@ -157,7 +158,7 @@ async def test_get_calls(
     path: str,
     payload: Any,
 ) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.get(re.compile(re.escape(BASE) + r"/.*"), payload=payload)
         result = await getattr(client, method)(*args, **kwargs)
         url, call = only_call(m, "GET")
@@ -221,7 +222,7 @@ async def test_body_calls(
     body: Any,
     payload: Any,
 ) -> None:
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         m.add(re.compile(re.escape(BASE) + r"/.*"), method=verb, payload=payload)
         result = await getattr(client, method)(*args)
         url, call = only_call(m, verb)
@@ -234,7 +235,7 @@ async def test_body_calls(
 async def test_bad_input_sends_nothing(client: AsyncDatalabClient) -> None:
     from datalab_async import InvalidInputError
 
-    with aioresponses() as m:
+    async with MockHTTP() as m:
         with pytest.raises(InvalidInputError):
             await client.run_pipeline("pl_1", file_path="/nope/missing.pdf")
         with pytest.raises(InvalidInputError):

@@ -45,7 +45,7 @@ FAULTS: dict[str, Any] = {
     "error_502_rate": 0.05 / 3,
     "error_503_rate": 0.05 / 3,
     "drop_rate": 0.02,
-    "rate_429": 0.05,
+    "error_429_rate": 0.05,
     "slow_rate": 0.05,
     "slow_delay": 0.15,
     "retry_after": 0.02,
@@ -258,7 +258,7 @@ def _check(report: SoakReport, outcomes: list[Any]) -> None:
     # documents still made it.
     if n >= 200:
         injected = report.faults_injected
-        assert all(injected.get(k) for k in ("drop", "rate_429", "error_500", "slow")), injected
+        assert all(injected.get(k) for k in ("drop", "error_429", "error_500", "slow")), injected
     assert report.ok >= 0.8 * n, report.lines()
     if report.reconcile and not report.after_accept:
         # Nothing was created by a failed POST: every one was safely sent again.

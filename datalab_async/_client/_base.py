@@ -7,18 +7,14 @@ from typing import Any, TypeVar, overload
 
 import aiohttp
 
-from .._config import DEFAULT_BASE_URL, ResponseLimits, RetryPolicy, Timeouts
-from .._errors import InvalidInputError
-from .._lifecycle import TransportClient, check_base_url
+from .._config import DEFAULT_BASE_URL, PollPolicy, ResponseLimits, RetryPolicy, Timeouts
+from .._lifecycle import TransportClient, api_key_from, check_base_url, rate_limiter_for
 from .._models import structure
-from .._policy import RateLimiter, RequestPolicy
 from .._protocol.errors import classify_status
 from .._protocol.http import Request, Response, decode_json
 from .._protocol.reconcile import server_offset
-from .._transport import HTTPTransport
-from .._version import __version__
 
-__all__ = ["BaseClient", "rate_limiter_for"]
+__all__ = ["BaseClient", "rate_limiter_for"]  # rate_limiter_for: re-exported, in _lifecycle
 
 T = TypeVar("T")
 Self = TypeVar("Self", bound="BaseClient")
@@ -26,6 +22,9 @@ Self = TypeVar("Self", bound="BaseClient")
 
 class BaseClient(TransportClient):
     """Holds the transport and configuration; every API call goes through ``_call``."""
+
+    default_poll: PollPolicy = PollPolicy()
+    """The poll policy of every watch (executions, workflows, eval batch runs) given none."""
 
     def __init__(
         self,
@@ -40,32 +39,18 @@ class BaseClient(TransportClient):
         max_requests_per_second: float | None = None,
         limits: ResponseLimits | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("DATALAB_API_KEY")
-        if not key or not key.strip():
-            raise InvalidInputError(
-                "no API key: pass api_key= or set the DATALAB_API_KEY environment variable",
-                field="api_key",
-            )
-        if any(c in key for c in "\r\n\0"):
-            raise InvalidInputError("the API key contains control characters", field="api_key")
+        key = api_key_from(api_key, "DATALAB_API_KEY")
         base = base_url or os.environ.get("DATALAB_HOST") or DEFAULT_BASE_URL
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise InvalidInputError("max_connections must be >= 1", field="max_connections")
-        self.base_url = check_base_url(base, allow_insecure_http=allow_insecure_http)
-        self.timeouts = timeouts or Timeouts()
-        self.retry = retry or RetryPolicy()
-        self._limiter = rate_limiter_for(max_requests_per_second)
-        self._transport = HTTPTransport(
-            base_url=self.base_url,
-            auth_headers={"X-API-Key": key.strip()},
+        self._assemble(
+            base_url=check_base_url(base, allow_insecure_http=allow_insecure_http),
+            auth_headers={"X-API-Key": key},
+            classify=classify_status,
             session=session,
-            timeouts=self.timeouts,
+            timeouts=timeouts,
+            retry=retry,
             max_connections=max_connections,
-            user_agent=f"datalab-async/{__version__}",
+            max_requests_per_second=max_requests_per_second,
             limits=limits,
-        )
-        self._policy = RequestPolicy(
-            self._transport, classify=classify_status, retry=self.retry, limiter=self._limiter
         )
 
     @classmethod
@@ -117,14 +102,3 @@ class BaseClient(TransportClient):
         if model is None:
             return data
         return structure(data, model, what=request.operation)
-
-
-def rate_limiter_for(max_requests_per_second: float | None) -> RateLimiter:
-    """The client-wide limiter for a ``max_requests_per_second`` argument (checked)."""
-    try:
-        return RateLimiter(max_requests_per_second)
-    except (TypeError, ValueError) as err:
-        raise InvalidInputError(
-            f"max_requests_per_second must be > 0 (or None for no limit): {err}",
-            field="max_requests_per_second",
-        ) from err

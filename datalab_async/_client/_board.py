@@ -11,7 +11,10 @@ share of the request budget and run POSTs and result GETs get the rest.
 
 No task runs in the background: the watcher that starts a round sends it; if it is cancelled
 (its watch was abandoned) the others notice the round ended without a result and one of them
-starts the next. A list that does not carry step state (some servers may list executions
+starts the next. Only the watched executions of a page are kept, and each is structured into a
+``PipelineExecution`` at most once per change: an entry equal to the one structured before
+returns that same (frozen) object, so a round costs one JSON decode plus the executions that
+moved. A list that does not carry step state (some servers may list executions
 without their ``steps``) is not used for that pipeline again: its watchers poll one by one.
 """
 
@@ -39,13 +42,15 @@ GetOne = Callable[[str], Awaitable[PipelineExecution]]
 class _Round:
     started: float
     done: anyio.Event = attrs.field(factory=anyio.Event)
-    items: dict[str, Any] | None = None  # execution_id -> raw JSON, when it succeeded
+    items: dict[str, Any] | None = None  # watched execution_id -> raw JSON, when it succeeded
     error: BaseException | None = None
 
 
 @attrs.define
 class _Pipeline:
     watched: dict[str, int] = attrs.field(factory=dict)  # execution_id -> watchers
+    # execution_id -> (raw JSON, its structured form): the last state decoded, per watched id
+    decoded: dict[str, tuple[Any, PipelineExecution]] = attrs.field(factory=dict)
     latest: _Round | None = None
     in_flight: _Round | None = None
     lists_steps: bool = True
@@ -80,6 +85,7 @@ class StatusBoard:
                 board.watched[execution_id] = left
             else:
                 del board.watched[execution_id]
+                board.decoded.pop(execution_id, None)
                 if not board.watched and board.in_flight is None:
                     self._pipelines.pop(pipeline_id, None)
 
@@ -113,11 +119,22 @@ class StatusBoard:
         raw = items.get(execution_id)
         if isinstance(raw, dict) and raw.get("steps"):
             board.listed_hits += 1
-            return structure(raw, PipelineExecution, what="list_pipeline_executions")
+            return self._decode(board, execution_id, raw)
         if raw is not None and board.lists_steps:
             board.lists_steps = False  # listed without step state: poll one by one from now
         board.fallbacks += 1
         return await self._get_one(execution_id)
+
+    @staticmethod
+    def _decode(board: _Pipeline, execution_id: str, raw: dict[str, Any]) -> PipelineExecution:
+        # Unchanged since the last decode (the same round's entry, or an equal one): reuse it.
+        cached = board.decoded.get(execution_id)
+        if cached is not None and (cached[0] is raw or cached[0] == raw):
+            return cached[1]
+        execution = structure(raw, PipelineExecution, what="list_pipeline_executions")
+        if execution_id in board.watched:
+            board.decoded[execution_id] = (raw, execution)
+        return execution
 
     async def _fresh_round(
         self, pipeline_id: str, board: _Pipeline, not_before: float
@@ -150,15 +167,19 @@ class StatusBoard:
     async def _run_round(self, pipeline_id: str, board: _Pipeline, now: float) -> dict[str, Any]:
         current = board.in_flight = _Round(started=now)
         board.rounds += 1
-        limit = min(100, max(20, 2 * len(board.watched)))
+        # The watched executions are usually the newest; a quarter more leaves room for runs
+        # others started meanwhile (one that falls off the page is fetched on its own).
+        count = len(board.watched)
+        limit = min(100, max(20, count + max(4, count // 4)))
         try:
             page = await self._list_page(pipeline_id, limit)
             listed = page.get("executions") if isinstance(page, dict) else None
-            current.items = {
-                item["execution_id"]: item
-                for item in (listed if isinstance(listed, list) else [])
-                if isinstance(item, dict) and isinstance(item.get("execution_id"), str)
-            }
+            watched = board.watched
+            current.items = {}
+            for item in listed if isinstance(listed, list) else ():
+                execution_id = item.get("execution_id") if type(item) is dict else None
+                if type(execution_id) is str and execution_id in watched:
+                    current.items[execution_id] = item
             board.latest = current
             return current.items
         except Exception as err:

@@ -1,35 +1,39 @@
-"""Files API uploads, collections and eval batch runs (PROTOCOL A5)."""
+"""Files API uploads, collections and eval batch runs.
+
+Wire format: docs/protocol.md (Files, collections and eval batch runs).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urljoin
 
 import attrs
 
 from .._config import PollPolicy
 from .._errors import DatalabError, InvalidInputError
-from .._models import (
-    Collection,
-    CollectionFileList,
-    CollectionList,
-    EvalBatchProgress,
-    EvalBatchRun,
-    EvalBatchRunList,
-    EvalBatchRunResults,
-    EvalFileResult,
-    FileUploadTicket,
-    UploadedFile,
-    structure,
-)
+from .._models import structure
 from .._policy import check_concurrency, gather_bounded, poll_states
 from .._protocol import collections as proto
 from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
 from ._base import BaseClient
 from ._paging import Listing
+
+if TYPE_CHECKING:  # the collection models load on first use
+    from .._models.collections import (
+        Collection,
+        CollectionFileList,
+        CollectionList,
+        EvalBatchProgress,
+        EvalBatchRun,
+        EvalBatchRunList,
+        EvalBatchRunResults,
+        EvalFileResult,
+        UploadedFile,
+    )
 
 __all__ = ["CollectionsMixin", "EvalsMixin", "FilesMixin"]
 
@@ -53,6 +57,8 @@ class FilesMixin(BaseClient):
         with no API key; the PUT is retried on transient failures, reopening the file each
         time. Returns the file with its ``reference`` (``.file_url``) and ``file_id``.
         """
+        from .._models.collections import FileUploadTicket, UploadedFile
+
         part = proto.upload_part(
             path,
             filename=filename,
@@ -138,14 +144,20 @@ class CollectionsMixin(BaseClient):
 
     async def create_collection(self, name: str, description: str | None = None) -> Collection:
         """Create a collection (name ≤ 200 characters)."""
+        from .._models.collections import Collection
+
         return await self._call(proto.create_collection(name, description), Collection)
 
     async def get_collection(self, collection_id: int | str) -> Collection:
         """A collection with its file count (and files, where the server lists them)."""
+        from .._models.collections import Collection
+
         return await self._call(proto.get_collection(collection_id), Collection)
 
     async def list_collections(self, *, limit: int = 50, offset: int = 0) -> CollectionList:
         """One page of collections (``limit`` 1-100)."""
+        from .._models.collections import CollectionList
+
         return await self._call(proto.list_collections(limit=limit, offset=offset), CollectionList)
 
     async def update_collection(
@@ -157,6 +169,8 @@ class CollectionsMixin(BaseClient):
         archived: bool | None = None,
     ) -> Collection:
         """Change a collection's name, description or archived flag (only what is given)."""
+        from .._models.collections import Collection
+
         request = proto.update_collection(
             collection_id, name=name, description=description, archived=archived
         )
@@ -167,6 +181,8 @@ class CollectionsMixin(BaseClient):
     ) -> Collection:
         """Add uploaded files (ids or ``UploadedFile``) to a collection; lists over 100 go in
         several requests. Returns the collection after the last one."""
+        from .._models.collections import Collection
+
         ids = proto.file_ids_of(files)
         if not ids:
             raise InvalidInputError("no files to add", field="file_ids")
@@ -188,6 +204,8 @@ class CollectionsMixin(BaseClient):
     ) -> CollectionFileList:
         """One page of a collection's files. Page on with ``cursor=page.next_cursor`` where the
         server returns one, else with ``offset``."""
+        from .._models.collections import CollectionFileList
+
         request = proto.list_collection_files(
             collection_id, limit=limit, cursor=cursor, offset=offset
         )
@@ -241,8 +259,6 @@ def _progress_key(run: EvalBatchRun) -> tuple[Any, ...]:
 class EvalsMixin(BaseClient):
     """Eval batch runs: score a pipeline over a collection, watch progress, read results."""
 
-    default_poll: PollPolicy = PollPolicy()
-
     async def start_eval_batch_run(
         self,
         collection_id: int | str,
@@ -261,6 +277,8 @@ class EvalsMixin(BaseClient):
         ``eval_rubric_id`` is required unless a custom ``pipeline_id`` brings its own eval
         definition. ``output_format`` is comma-separated (``"markdown,json"``).
         """
+        from .._models.collections import EvalBatchRun
+
         request = proto.start_eval_batch_run(
             collection_id,
             pipeline_type=pipeline_type,
@@ -274,12 +292,16 @@ class EvalsMixin(BaseClient):
 
     async def get_eval_batch_run(self, run_id: int | str) -> EvalBatchRun:
         """The current state of a batch run (status, files done, average score)."""
+        from .._models.collections import EvalBatchRun
+
         return await self._call(proto.get_eval_batch_run(run_id), EvalBatchRun)
 
     async def list_eval_batch_runs(
         self, *, collection_id: int | str | None = None, limit: int = 50, offset: int = 0
     ) -> EvalBatchRunList:
         """One page of batch runs, optionally of one collection."""
+        from .._models.collections import EvalBatchRunList
+
         request = proto.list_eval_batch_runs(
             collection_id=collection_id, limit=limit, offset=offset
         )
@@ -287,6 +309,8 @@ class EvalsMixin(BaseClient):
 
     async def get_eval_batch_run_results(self, run_id: int | str) -> EvalBatchRunResults:
         """The run and its per-file results (scores, eval details)."""
+        from .._models.collections import EvalBatchRunResults
+
         return await self._call(proto.get_eval_batch_run_results(run_id), EvalBatchRunResults)
 
     def _batch_runs(
@@ -319,6 +343,8 @@ class EvalsMixin(BaseClient):
         do not end the watch; past ``timeout`` it raises ``WaitTimeoutError`` (``.last`` = the
         last run seen). Safe to leave with ``break``.
         """
+        from .._models.collections import EvalBatchProgress
+
         previous: tuple[Any, ...] | None = None
         async with aclosing(self._batch_runs(run_id, timeout, poll)) as runs:
             async for run in runs:

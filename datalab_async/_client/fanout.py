@@ -8,7 +8,6 @@ is taken) and thereby the feeder.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -26,14 +25,17 @@ from .._errors import DatalabError, InvalidInputError
 from .._models import ExecutionStatus, PipelineExecution
 from .._policy import (
     CircuitBreaker,
+    FirstFailureGroup,
     RateLimiter,
     check_concurrency,
+    check_timeout,
     deadline_after,
     document_pace,
+    numbered,
     run_bounded,
 )
 from .._protocol import pipelines as proto
-from .._protocol.validation import validate_id
+from .._protocol.validation import URL_PREFIXES, validate_id
 from .setup import SetupMixin
 from .watch import RunTracker, WatchMixin
 
@@ -44,8 +46,6 @@ __all__ = [
     "FanoutMixin",
     "SourceLike",
 ]
-
-_URL_PREFIXES = ("http://", "https://", "datalab://")
 
 
 def _bytes_repr(data: bytes | None) -> str:
@@ -77,7 +77,7 @@ class DocumentSource:
         if isinstance(item, str):
             if not item.strip():
                 raise InvalidInputError("an empty string is not a document", field="source")
-            if item.lower().startswith(_URL_PREFIXES):
+            if item.lower().startswith(URL_PREFIXES):
                 name = item.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or item
                 return cls(name=name, url=item)
             return cls(name=Path(item).name or item, path=Path(item))
@@ -335,10 +335,7 @@ class FanoutMixin(WatchMixin, SetupMixin):
         validate_id(pipeline_id, "pipeline_id")
         check_concurrency(concurrency)
         pace = document_pace(max_per_second)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise InvalidInputError("timeout must be > 0 seconds or None", field="timeout")
+        check_timeout(timeout)
         proto.validate_run_options(pipeline_id, run_options)
         checked = _check_sources(sources)
         run = _Run(
@@ -368,21 +365,16 @@ class FanoutMixin(WatchMixin, SetupMixin):
         send, receive = anyio.create_memory_object_stream[DocumentOutcome](
             max_buffer_size=min(concurrency, 4)
         )
-        body_error: Exception | None = None
         with receive:
-            async with anyio.create_task_group() as tg:
-                run.scope = tg.cancel_scope
-                tg.start_soon(self._feed, sources, concurrency, pace, run, send)
+            # An error from the block is raised as itself once the feeder has stopped.
+            async with FirstFailureGroup() as group:
+                run.scope = group.cancel_scope
+                group.start_soon(self._feed, sources, concurrency, pace, run, send)
                 try:
                     yield _Outcomes(receive)
-                except Exception as err:
-                    # Re-raised below as itself, not wrapped in the task group's ExceptionGroup.
-                    body_error = err
                 finally:
                     # Leaving early (break, an error, fail-fast) stops what is still running.
-                    tg.cancel_scope.cancel()
-        if body_error is not None:
-            raise body_error
+                    group.cancel_scope.cancel()
         if run.failure is not None:
             raise run.failure
 
@@ -414,7 +406,7 @@ class FanoutMixin(WatchMixin, SetupMixin):
                 work = breaker.admitting(document, self._probe(run.pipeline_id))
                 await breaker.run(
                     self._policy,
-                    lambda: run_bounded(_numbered(sources), work, concurrency=concurrency),
+                    lambda: run_bounded(numbered(sources), work, concurrency=concurrency),
                 )
             except Exception as err:
                 # The source iterable itself failed: nothing sensible to go on with.
@@ -465,23 +457,3 @@ class FanoutMixin(WatchMixin, SetupMixin):
         async with self.map_pipeline(pipeline_id, sources, **kwargs) as outcomes:
             collected = [outcome async for outcome in outcomes]
         return sorted(collected, key=lambda o: o.index)
-
-
-async def _numbered(sources: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:
-    """``(index, source)`` pairs, pulled lazily from an iterable or an async iterable."""
-    index = 0
-    if isinstance(sources, AsyncIterable):
-        iterator = aiter(sources)
-        try:
-            async for item in iterator:
-                yield index, item
-                index += 1
-        finally:
-            # An abandoned async generator would otherwise be finalised later in a new task.
-            if inspect.isasyncgen(iterator):
-                with anyio.CancelScope(shield=True):
-                    await iterator.aclose()
-    else:
-        for item in sources:
-            yield index, item
-            index += 1

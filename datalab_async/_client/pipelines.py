@@ -1,4 +1,7 @@
-"""Pipeline calls: run, executions, step results and pipeline management (PROTOCOL A1-A3)."""
+"""Pipeline calls: run, executions, step results and pipeline management.
+
+Wire format: docs/protocol.md (Runs and executions; Pipeline management).
+"""
 
 from __future__ import annotations
 

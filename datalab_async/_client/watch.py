@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Container
-from contextlib import ExitStack, aclosing
+from contextlib import AbstractContextManager, ExitStack, aclosing, nullcontext
 from typing import Any
 
 import anyio
@@ -35,8 +35,6 @@ from .submit import SubmitMixin
 __all__ = ["CompletedExecution", "RunTracker", "WatchMixin"]
 
 logger = logging.getLogger("datalab_async")
-
-RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 
 
 @attrs.frozen
@@ -71,6 +69,12 @@ class RunTracker:
     results: dict[int, dict[str, Any]] = attrs.field(factory=dict)
 
 
+def _deadline_scope(deadline: float) -> AbstractContextManager[anyio.CancelScope | None]:
+    # A cancel scope only when there is a deadline to enforce: a fan-out enters these for every
+    # document, and without a timeout they would cost CPU for nothing.
+    return nullcontext() if math.isinf(deadline) else anyio.CancelScope(deadline=deadline)
+
+
 def _describe_execution(execution: PipelineExecution) -> str:
     return f"last status {execution.status}"
 
@@ -78,7 +82,6 @@ def _describe_execution(execution: PipelineExecution) -> str:
 class WatchMixin(SubmitMixin):
     """Status streams and waits for pipeline executions."""
 
-    default_poll: PollPolicy = PollPolicy()
     _notifier: ExecutionNotifier | None = None
     _board: StatusBoard | None = None
 
@@ -257,9 +260,9 @@ class WatchMixin(SubmitMixin):
         """
         if request is not None:
             accepted: PipelineExecution | None = None
-            with anyio.CancelScope(deadline=deadline) as scope:
+            with _deadline_scope(deadline) as scope:
                 accepted = await self._submit_run(request, pipeline_id, known=known)
-            if accepted is None or scope.cancelled_caught:
+            if accepted is None or (scope is not None and scope.cancelled_caught):
                 raise WaitTimeoutError(f"the run was not accepted within {timeout} s")
             tracker.execution = accepted
             if on_submitted is not None:
@@ -273,10 +276,10 @@ class WatchMixin(SubmitMixin):
         )
         execution = tracker.execution
         assert execution is not None
-        if fetch_results and execution.status in RESULT_STATUSES:
-            with anyio.CancelScope(deadline=deadline) as scope:
+        if fetch_results and execution.status.has_results:
+            with _deadline_scope(deadline) as scope:
                 tracker.results = await self.fetch_step_results(execution)
-            if scope.cancelled_caught:
+            if scope is not None and scope.cancelled_caught:
                 raise WaitTimeoutError(
                     f"the results were not fetched within {timeout} s", last=execution
                 )

@@ -1,4 +1,6 @@
-"""Workflow calls (PROTOCOL A4): definitions, executions, status streams and step outputs.
+"""Workflow calls: definitions, executions, status streams and step outputs.
+
+Wire format: docs/protocol.md (Workflows).
 
 Watches run on the package's one poll loop (``poll_states``) and downloads on its one bounded
 pool (``gather_bounded``). Also home to streaming a presigned URL to disk (``stream_to_file``).
@@ -6,7 +8,6 @@ pool (``gather_bounded``). Also home to streaming a presigned URL to disk (``str
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import mimetypes
 import os
@@ -19,11 +20,13 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import aclosing
+from functools import partial
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import aiohttp
 import anyio
+import anyio.to_thread
 
 from .._config import PollPolicy
 from .._errors import (
@@ -31,17 +34,7 @@ from .._errors import (
     DatalabError,
     InvalidInputError,
 )
-from .._models import (
-    Workflow,
-    WorkflowEvent,
-    WorkflowExecution,
-    WorkflowList,
-    WorkflowStep,
-    WorkflowStepState,
-    WorkflowStepType,
-    structure,
-)
-from .._models.workflows import diff_workflow_executions
+from .._models import structure
 from .._policy import RequestPolicy, check_concurrency, gather_bounded, poll_states
 from .._protocol import workflows as proto
 from .._protocol.http import Request
@@ -49,6 +42,17 @@ from .._protocol.paging import DEFAULT_PAGE_SIZE, Page, PageQuery, Pager, Paging
 from .._transport import BodyReader, HTTPTransport
 from ._base import BaseClient
 from ._paging import Listing
+
+if TYPE_CHECKING:  # the workflow models load on first use
+    from .._models.workflows import (
+        Workflow,
+        WorkflowEvent,
+        WorkflowExecution,
+        WorkflowList,
+        WorkflowStep,
+        WorkflowStepState,
+        WorkflowStepType,
+    )
 
 __all__ = ["WorkflowsMixin", "distinct_stems", "stream_to_file"]
 
@@ -97,12 +101,12 @@ async def _write_atomically(
             if chunk:
                 buffer += chunk
             if len(buffer) >= _FLUSH or (not chunk and buffer):
-                await asyncio.to_thread(handle.write, bytes(buffer))
+                await anyio.to_thread.run_sync(handle.write, bytes(buffer))
                 buffer.clear()
             if not chunk:
                 break
-        await asyncio.to_thread(handle.close)
-        await asyncio.to_thread(os.replace, tmp, target)
+        await anyio.to_thread.run_sync(handle.close)
+        await anyio.to_thread.run_sync(os.replace, tmp, target)
     except BaseException:
         handle.close()
         try:
@@ -132,9 +136,9 @@ async def stream_to_file(
         try:
             async with policy.stream(request) as response:
                 target = path
-                if await asyncio.to_thread(path.is_dir):
+                if await anyio.to_thread.run_sync(path.is_dir):
                     target = path / (default_stem + _extension(response.content_type or ""))
-                elif not await asyncio.to_thread(path.parent.is_dir):
+                elif not await anyio.to_thread.run_sync(path.parent.is_dir):
                     raise InvalidInputError(
                         f"cannot save to {str(path)!r}: {str(path.parent)!r} is not a directory",
                         field="dest",
@@ -157,11 +161,13 @@ async def stream_to_file(
 
 # -- the mixin ---------------------------------------------------------------------------------
 
-StepDefinition = Mapping[str, Any] | WorkflowStep
-OutputRef = WorkflowStepState | str
+StepDefinition: TypeAlias = "Mapping[str, Any] | WorkflowStep"
+OutputRef: TypeAlias = "WorkflowStepState | str"
 
 
 def _output_url(output: OutputRef) -> str:
+    from .._models.workflows import WorkflowStepState
+
     if isinstance(output, WorkflowStepState):
         if not output.output_url:
             where = output.unique_name + (f"[{output.file_key}]" if output.file_key else "")
@@ -194,6 +200,8 @@ def distinct_stems(stems: Sequence[str]) -> list[str]:
 
 
 def _stem(output: OutputRef) -> str:
+    from .._models.workflows import WorkflowStepState
+
     if isinstance(output, WorkflowStepState):
         stem = safe_name(output.unique_name)
         return stem + (f".{safe_name(output.file_key)}" if output.file_key else "")
@@ -203,16 +211,18 @@ def _stem(output: OutputRef) -> str:
 class WorkflowsMixin(BaseClient):
     """Workflow definitions, executions, status streams and step outputs."""
 
-    default_poll: PollPolicy = PollPolicy()
-
     async def create_workflow(self, name: str, steps: Sequence[StepDefinition]) -> Workflow:
         """Create a workflow from steps (``WorkflowStep`` or mappings with ``step_key``,
         ``unique_name``, ``settings``, ``depends_on``). Names must be unique and dependencies
         acyclic; that is checked before anything is sent."""
+        from .._models.workflows import Workflow
+
         return await self._call(proto.create_workflow(name, steps), Workflow)
 
     async def list_workflows(self) -> WorkflowList:
         """The team's workflows."""
+        from .._models.workflows import WorkflowList
+
         data = await self._call(proto.list_workflows())
         if isinstance(data, list):
             data = {"workflows": data, "total": len(data)}
@@ -220,6 +230,8 @@ class WorkflowsMixin(BaseClient):
 
     async def get_workflow(self, workflow_id: int | str) -> Workflow:
         """One workflow definition with its steps."""
+        from .._models.workflows import Workflow
+
         return await self._call(proto.get_workflow(workflow_id), Workflow)
 
     async def delete_workflow(self, workflow_id: int | str) -> dict[str, Any]:
@@ -229,6 +241,8 @@ class WorkflowsMixin(BaseClient):
 
     async def get_step_types(self) -> list[WorkflowStepType]:
         """The step types workflows can be built from, with their settings schemas."""
+        from .._models.workflows import WorkflowStepType
+
         data = await self._call(proto.get_step_types())
         if isinstance(data, Mapping):
             data = data.get("step_types", data.get("items", []))
@@ -249,6 +263,8 @@ class WorkflowsMixin(BaseClient):
         ``upload_file``), ``input_config`` is sent as given. Retried only where no duplicate
         execution can result (connect failures, 429/503/529).
         """
+        from .._models.workflows import WorkflowExecution
+
         request = proto.execute_workflow(
             workflow_id, file_url=file_url, file_urls=file_urls, input_config=input_config
         )
@@ -262,6 +278,8 @@ class WorkflowsMixin(BaseClient):
 
     async def get_workflow_execution(self, execution_id: int | str) -> WorkflowExecution:
         """The current state of an execution (steps parsed from the flat or per-file shape)."""
+        from .._models.workflows import WorkflowExecution
+
         request = proto.get_workflow_execution(execution_id)
         return await self._call(request, WorkflowExecution)
 
@@ -302,6 +320,8 @@ class WorkflowsMixin(BaseClient):
         seconds it raises ``WaitTimeoutError`` (``.last`` = last execution seen). Safe to leave
         with ``break`` or to cancel: nothing is in flight between events.
         """
+        from .._models.workflows import diff_workflow_executions
+
         previous: WorkflowExecution | None = None
         async with aclosing(self._workflow_states(execution_id, timeout, poll)) as states:
             async for current in states:
@@ -390,7 +410,7 @@ class WorkflowsMixin(BaseClient):
         """
         check_concurrency(concurrency)
         folder = Path(directory)
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(partial(folder.mkdir, parents=True, exist_ok=True))
         outputs = execution.outputs
         stems = distinct_stems([_stem(step) for step in outputs])
         stem_of = {id(step): stem for step, stem in zip(outputs, stems, strict=True)}

@@ -1,18 +1,42 @@
-"""Typed response models (attrs) and the one cattrs converter that structures them."""
+"""Typed response models (attrs) and the one cattrs converter that structures them.
+
+The collection and workflow models load on first use (PEP 562): a client that never calls
+those APIs does not pay for building their classes at import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ._base import Model, OpenEnum, converter, structure
-from .collections import (
-    Collection,
-    CollectionFileList,
-    CollectionList,
-    EvalBatchProgress,
-    EvalBatchRun,
-    EvalBatchRunList,
-    EvalBatchRunResults,
-    EvalFileResult,
-    FileUploadTicket,
-    UploadedFile,
-)
+
+if TYPE_CHECKING:
+    from .collections import (
+        Collection,
+        CollectionFileList,
+        CollectionList,
+        EvalBatchProgress,
+        EvalBatchRun,
+        EvalBatchRunList,
+        EvalBatchRunResults,
+        EvalFileResult,
+        FileUploadTicket,
+        UploadedFile,
+    )
+    from .workflows import (
+        Workflow,
+        WorkflowEvent,
+        WorkflowExecution,
+        WorkflowList,
+        WorkflowStatus,
+        WorkflowStatusChanged,
+        WorkflowStep,
+        WorkflowStepChanged,
+        WorkflowStepState,
+        WorkflowStepStatus,
+        WorkflowStepType,
+    )
+
 from .pipelines import (
     ExecutionList,
     ExecutionStatus,
@@ -25,19 +49,6 @@ from .pipelines import (
     PipelineVersionList,
     StepConfig,
     StepStatus,
-)
-from .workflows import (
-    Workflow,
-    WorkflowEvent,
-    WorkflowExecution,
-    WorkflowList,
-    WorkflowStatus,
-    WorkflowStatusChanged,
-    WorkflowStep,
-    WorkflowStepChanged,
-    WorkflowStepState,
-    WorkflowStepStatus,
-    WorkflowStepType,
 )
 
 __all__ = [
@@ -78,3 +89,38 @@ __all__ = [
     "converter",
     "structure",
 ]
+
+_LAZY: dict[str, str] = {
+    "Collection": ".collections",
+    "CollectionFileList": ".collections",
+    "CollectionList": ".collections",
+    "EvalBatchProgress": ".collections",
+    "EvalBatchRun": ".collections",
+    "EvalBatchRunList": ".collections",
+    "EvalBatchRunResults": ".collections",
+    "EvalFileResult": ".collections",
+    "FileUploadTicket": ".collections",
+    "UploadedFile": ".collections",
+    "Workflow": ".workflows",
+    "WorkflowEvent": ".workflows",
+    "WorkflowExecution": ".workflows",
+    "WorkflowList": ".workflows",
+    "WorkflowStatus": ".workflows",
+    "WorkflowStatusChanged": ".workflows",
+    "WorkflowStep": ".workflows",
+    "WorkflowStepChanged": ".workflows",
+    "WorkflowStepState": ".workflows",
+    "WorkflowStepStatus": ".workflows",
+    "WorkflowStepType": ".workflows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

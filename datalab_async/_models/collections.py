@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ._base import Model, converter, structure_with_extra
+from ._base import Model, converter, register_structure_hook, structure_with_extra
 from .workflows import redact_url
 
 __all__ = [
@@ -216,7 +216,7 @@ def _file_hook(data: Any, cls: type[UploadedFile]) -> UploadedFile:
     return _structure_file(fixed, cls)
 
 
-converter.register_structure_hook(UploadedFile, _file_hook)
+register_structure_hook(UploadedFile, _file_hook)
 # Generated after the UploadedFile hook is registered, so that its ``files`` use that hook.
 _structure_file_list = structure_with_extra(CollectionFileList, converter)
 
@@ -234,4 +234,4 @@ def _file_list_hook(data: Any, cls: type[CollectionFileList]) -> CollectionFileL
     return _structure_file_list(fixed, cls)
 
 
-converter.register_structure_hook(CollectionFileList, _file_list_hook)
+register_structure_hook(CollectionFileList, _file_list_hook)

@@ -43,6 +43,11 @@ class ExecutionStatus(OpenEnum):
         """Completed without errors."""
         return self is ExecutionStatus.COMPLETED
 
+    @property
+    def has_results(self) -> bool:
+        """Completed or completed with errors: the completed steps have results to fetch."""
+        return self is ExecutionStatus.COMPLETED or self is ExecutionStatus.COMPLETED_WITH_ERRORS
+
 
 _TERMINAL_EXECUTION = frozenset(
     {ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS, ExecutionStatus.FAILED}

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._base import Model, OpenEnum, converter, structure_with_extra
+from ._base import Model, OpenEnum, converter, register_structure_hook, structure_with_extra
 
 __all__ = [
     "Workflow",
@@ -352,8 +352,8 @@ def _step_type_hook(data: Any, cls: type[WorkflowStepType]) -> WorkflowStepType:
     return _structure_step_type(fixed, cls)
 
 
-converter.register_structure_hook(WorkflowExecution, _execution_hook)
-converter.register_structure_hook(WorkflowStepType, _step_type_hook)
+register_structure_hook(WorkflowExecution, _execution_hook)
+register_structure_hook(WorkflowStepType, _step_type_hook)
 
 
 def diff_workflow_executions(

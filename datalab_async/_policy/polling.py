@@ -29,7 +29,7 @@ from .._errors import (
 )
 from .._protocol.http import parse_retry_after
 
-__all__ = ["Wakeup", "deadline_after", "poll_states"]
+__all__ = ["Wakeup", "check_timeout", "deadline_after", "poll_states"]
 
 T = TypeVar("T")
 
@@ -46,15 +46,23 @@ class Wakeup(Protocol):
     async def wait(self, timeout: float) -> bool: ...  # noqa: ASYNC109 - a sleep, not a deadline
 
 
-def deadline_after(timeout: float | None) -> float:
-    """The absolute deadline (loop clock) ``timeout`` seconds from now; inf for None."""
-    if timeout is None:
-        return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+def check_timeout(timeout: float | None) -> float | None:
+    """``timeout`` when it is a number of seconds > 0 or None, else InvalidInputError."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
         raise InvalidInputError(
             f"timeout must be a number of seconds > 0, or None; got {timeout!r}", field="timeout"
         )
-    return anyio.current_time() + timeout
+    return timeout
+
+
+def deadline_after(timeout: float | None) -> float:
+    """The absolute deadline (loop clock) ``timeout`` seconds from now; inf for None."""
+    seconds = check_timeout(timeout)
+    if seconds is None:
+        return math.inf
+    return anyio.current_time() + seconds
 
 
 class _Failures:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
@@ -17,7 +18,14 @@ import anyio
 from .._errors import DatalabError, InvalidInputError
 from .ratelimit import RateLimiter
 
-__all__ = ["check_concurrency", "document_pace", "gather_bounded", "run_bounded"]
+__all__ = [
+    "FirstFailureGroup",
+    "check_concurrency",
+    "document_pace",
+    "gather_bounded",
+    "numbered",
+    "run_bounded",
+]
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -66,9 +74,91 @@ class _Puller:
 
     async def aclose(self) -> None:
         # An abandoned async generator would otherwise be finalised later in a new task.
-        if self._aiter is not None and inspect.isasyncgen(self._aiter):
+        if self._aiter is not None and (
+            inspect.isasyncgen(self._aiter) or isinstance(self._aiter, _Numbered)
+        ):
             with anyio.CancelScope(shield=True):
                 await self._aiter.aclose()
+
+
+class _Numbered:
+    """``(index, item)`` pairs of an iterable or async iterable, pulled one at a time."""
+
+    def __init__(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        self._puller = _Puller(items)
+        self._index = 0
+
+    def __aiter__(self) -> _Numbered:
+        return self
+
+    async def __anext__(self) -> tuple[int, Any]:
+        item = await self._puller.next()
+        if item is _END:
+            raise StopAsyncIteration
+        index, self._index = self._index, self._index + 1
+        return index, item
+
+    async def aclose(self) -> None:
+        await self._puller.aclose()
+
+
+def numbered(items: Iterable[A] | AsyncIterable[A]) -> AsyncIterator[tuple[int, A]]:
+    """``(index, item)`` pairs of any iterable or async iterable, pulled lazily (``enumerate``
+    for both kinds); ``run_bounded`` closes the source when it stops early."""
+    return _Numbered(items)
+
+
+class FirstFailureGroup:
+    """A task group whose first failure cancels the rest and is raised as itself.
+
+    A failure is an ``Exception`` from a task started with ``start_soon`` or from the block's own
+    body (or one passed to ``fail``); it is raised once every task has ended, not wrapped in an
+    exception group. Cancellation passes through as usual.
+    """
+
+    def __init__(self) -> None:
+        self._tg = anyio.create_task_group()
+        self.error: Exception | None = None
+
+    @property
+    def cancel_scope(self) -> anyio.CancelScope:
+        """The group's cancel scope (cancelling it ends every task without an error)."""
+        return self._tg.cancel_scope
+
+    def fail(self, error: Exception) -> None:
+        """Record ``error`` if it is the first failure, and cancel the group."""
+        if self.error is None:
+            self.error = error
+        self._tg.cancel_scope.cancel()
+
+    def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start ``func(*args)`` in the group; its exception becomes a failure."""
+
+        async def guarded() -> None:
+            try:
+                await func(*args)
+            except Exception as err:
+                self.fail(err)
+
+        self._tg.start_soon(guarded)
+
+    async def __aenter__(self) -> FirstFailureGroup:
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if isinstance(exc, Exception):
+            self.fail(exc)
+            exc_type, exc, tb = None, None, None
+        suppress = await self._tg.__aexit__(exc_type, exc, tb)
+        if self.error is not None:
+            raise self.error
+        return bool(suppress)
 
 
 async def run_bounded(
@@ -87,40 +177,31 @@ async def run_bounded(
     check_concurrency(concurrency)
     slots = anyio.Semaphore(concurrency)
     puller = _Puller(items)
-    failure: list[BaseException] = []
+    group = FirstFailureGroup()
 
-    async def run_one(item: A, scope: anyio.CancelScope) -> None:
+    async def run_one(item: A) -> None:
         try:
             await work(item)
         except Exception as err:
-            if not failure:
-                failure.append(err)
-            scope.cancel()
+            group.fail(err)  # before the slot is freed: the feeder must not start another item
         finally:
             slots.release()
 
     try:
-        async with anyio.create_task_group() as tg:
-            try:
-                while True:
-                    await slots.acquire()
-                    try:
-                        item = await puller.next()
-                    except BaseException:
-                        slots.release()
-                        raise
-                    if item is _END:
-                        slots.release()
-                        break
-                    tg.start_soon(run_one, item, tg.cancel_scope)
-            except Exception as err:
-                if not failure:
-                    failure.append(err)
-                tg.cancel_scope.cancel()
+        async with group:
+            while True:
+                await slots.acquire()
+                try:
+                    item = await puller.next()
+                except BaseException:
+                    slots.release()
+                    raise
+                if item is _END:
+                    slots.release()
+                    break
+                group.start_soon(run_one, item)
     finally:
         await puller.aclose()
-    if failure:
-        raise failure[0]
 
 
 async def gather_bounded(

@@ -1,4 +1,7 @@
-"""Request builders for the Files API, collections and eval batch runs (PROTOCOL A5). Pure."""
+"""Request builders for the Files API, collections and eval batch runs. Pure.
+
+Wire format: docs/protocol.md (Files, collections and eval batch runs).
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterable, Mapping
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -161,6 +161,16 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def parse_http_date(raw: str) -> datetime | None:
+    """An HTTP date (``Retry-After``, ``Date``: RFC 9110 IMF-fixdate and its obsolete forms) as
+    an aware datetime (UTC when it names no zone), or None when it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
     raw_ms = _header(headers, "retry-after-ms")
@@ -188,17 +198,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
 
 
 def http_date(raw: str | None) -> float | None:
-    """An HTTP-date header value (``Date``, ``Retry-After``) as epoch seconds; None when
-    missing or unreadable."""
-    if not raw:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
+    """:func:`parse_http_date` as epoch seconds (None when missing or unreadable)."""
+    when = parse_http_date(raw) if raw else None
+    return None if when is None else when.timestamp()
 
 
 def retry_delay(

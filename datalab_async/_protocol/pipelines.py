@@ -1,4 +1,7 @@
-"""Request builders for the Datalab pipeline API (PROTOCOL A1-A3). Pure: validation + shapes."""
+"""Request builders for the Datalab pipeline API. Pure: validation + shapes.
+
+Wire format: docs/protocol.md (Runs and executions; Pipeline management).
+"""
 
 from __future__ import annotations
 

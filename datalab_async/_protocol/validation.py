@@ -26,6 +26,7 @@ __all__ = [
     "FileType",
     "Signature",
     "check_content",
+    "URL_PREFIXES",
     "check_extension",
     "check_file",
     "content_type_for",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
+URL_PREFIXES = ("http://", "https://", "datalab://")
+"""What a document source string starts with when it is a ``file_url``, not a local path."""
 OUTPUT_FORMATS = frozenset({"json", "html", "markdown", "chunks"})
 
 #: How much of a file the content check reads: one small read, whatever the file's size.

@@ -1,4 +1,7 @@
-"""Request builders for Datalab workflows (PROTOCOL A4). Pure: validation + shapes."""
+"""Request builders for Datalab workflows. Pure: validation + shapes.
+
+Wire format: docs/protocol.md (Workflows).
+"""
 
 from __future__ import annotations
 

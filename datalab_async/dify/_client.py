@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
@@ -16,7 +17,6 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import anyio
 
-from .._client._base import rate_limiter_for
 from .._config import PollPolicy, ResponseLimits, RetryPolicy, Timeouts
 from .._errors import (
     APIConnectionError,
@@ -26,11 +26,11 @@ from .._errors import (
     ResponseTooLargeError,
     ResponseValidationError,
 )
-from .._lifecycle import TransportClient, check_base_url
+from .._lifecycle import TransportClient, api_key_from, check_base_url
 from .._policy import RequestPolicy, poll_states
 from .._protocol.http import Request, decode_json
 from .._protocol.sse import EventTooLargeError, SSEDecoder
-from .._transport import BodyReader, HTTPTransport
+from .._transport import BodyReader
 from ._events import (
     DatasourceCompleted,
     DatasourceError,
@@ -237,7 +237,7 @@ class _RunStream:
             raise APITimeoutError(
                 f"no data from {self._request.operation} for {self._idle_timeout} s "
                 "(idle read timeout)",
-                method="POST",
+                method=self._request.method,
                 url=str(response.url.with_query(None)),
             ) from err
 
@@ -352,18 +352,12 @@ class AsyncDifyKnowledgeClient(TransportClient):
         max_requests_per_second: float | None = None,
         limits: ResponseLimits | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("DIFY_API_KEY")
-        if not key:
-            raise InvalidInputError(
-                "no API key: pass api_key or set DIFY_API_KEY (a Dify dataset API key)",
-                field="api_key",
-            )
+        key = api_key_from(api_key, "DIFY_API_KEY", " (a Dify dataset API key)")
         url = base_url or os.environ.get("DIFY_BASE_URL") or DEFAULT_DIFY_BASE_URL
         if stream_idle_timeout is not None and stream_idle_timeout <= 0:
             raise InvalidInputError(
                 "stream_idle_timeout must be positive or None", field="stream_idle_timeout"
             )
-        secret = key.strip()
 
         def classify(
             status: int,
@@ -374,25 +368,21 @@ class AsyncDifyKnowledgeClient(TransportClient):
             url: str | None = None,
         ) -> APIStatusError:
             return classify_dify_error(
-                status, headers, raw_body, method=method, url=url, secrets=(secret,)
+                status, headers, raw_body, method=method, url=url, secrets=(key,)
             )
 
-        self.base_url = _normalise_base_url(url, allow_insecure_http=allow_insecure_http)
         self.stream_idle_timeout = stream_idle_timeout
         self.max_upload_bytes = max_upload_bytes
-        self.timeouts = timeouts or Timeouts()
-        self.retry = retry or RetryPolicy()
-        self._limiter = rate_limiter_for(max_requests_per_second)
-        self._transport = HTTPTransport(
-            base_url=self.base_url,
+        self._assemble(
+            base_url=_normalise_base_url(url, allow_insecure_http=allow_insecure_http),
             auth_headers=auth_headers(key),
+            classify=classify,
             session=session,
-            timeouts=self.timeouts,
+            timeouts=timeouts,
+            retry=retry,
             max_connections=max_connections,
+            max_requests_per_second=max_requests_per_second,
             limits=limits,
-        )
-        self._policy = RequestPolicy(
-            self._transport, classify=classify, retry=self.retry, limiter=self._limiter
         )
 
     def __repr__(self) -> str:
@@ -559,9 +549,9 @@ class AsyncDifyKnowledgeClient(TransportClient):
         dataset_id: str,
         batch: str | PublishedRun,
         *,
-        poll_interval: float = 1.0,
-        max_poll_interval: float = 10.0,
         poll: PollPolicy | None = None,
+        poll_interval: float | None = None,
+        max_poll_interval: float | None = None,
         # A deadline spanning the generator's yields, raising WaitTimeoutError with the last state:
         # the caller cannot get that from wrapping the loop in anyio.fail_after.
         timeout: float | None = None,  # noqa: ASYNC109
@@ -570,15 +560,16 @@ class AsyncDifyKnowledgeClient(TransportClient):
         error or ``paused`` (a paused document only moves once resumed in Dify).
 
         ``batch`` is a batch id or the ``PublishedRun`` itself (whose document statuses then
-        count as already seen). Polls start every ``poll_interval`` seconds and back off by 1.5x
-        up to ``max_poll_interval`` (or follow ``poll``, a ``PollPolicy``, when given). The
-        client's one poll loop runs it: a poll failing transiently is retried with backoff, and
+        count as already seen). Polls follow ``poll`` (a ``PollPolicy``; by default every 1 s at
+        first, backing off by 1.5x up to 10 s). ``poll_interval`` and ``max_poll_interval`` are
+        deprecated (``DeprecationWarning``): pass ``PollPolicy(initial=..., max_interval=...)``.
+        The client's one poll loop runs it: a poll failing transiently is retried with backoff, and
         ``poll.give_up_after`` seconds of nothing but failures raise the last one. Past
         ``timeout`` seconds, ``WaitTimeoutError`` is raised with the last statuses in
         ``.last``. Safe to abandon with ``break``: no connection is held between polls.
         """
         self._check_open()
-        poll = _indexing_poll(poll, poll_interval, max_poll_interval, timeout)
+        poll = _indexing_poll(poll, poll_interval, max_poll_interval)
         seen: dict[str, str | None] = {}
         batch_id: str
         if isinstance(batch, PublishedRun):
@@ -698,19 +689,37 @@ class AsyncDifyKnowledgeClient(TransportClient):
         )
 
 
+_INDEXING_POLL = PollPolicy(initial=1.0, max_interval=10.0, jitter=0.0)
+
+
 def _indexing_poll(
-    poll: PollPolicy | None, poll_interval: float, max_poll_interval: float, timeout: float | None
+    poll: PollPolicy | None, poll_interval: float | None, max_poll_interval: float | None
 ) -> PollPolicy:
-    """``watch_indexing``'s poll policy, its arguments checked."""
-    if timeout is not None and timeout <= 0:
-        raise InvalidInputError("timeout must be positive or None", field="timeout")
+    """``watch_indexing``'s poll policy (the deprecated interval arguments mapped onto one)."""
+    if poll_interval is None and max_poll_interval is None:
+        return poll or _INDEXING_POLL
+    warnings.warn(
+        "watch_indexing(poll_interval=..., max_poll_interval=...) is deprecated; pass "
+        "poll=PollPolicy(initial=..., max_interval=...)",
+        DeprecationWarning,
+        stacklevel=4,  # the caller's `async for`, through the generator and this function
+    )
     if poll is not None:
-        return poll
-    if not 0 < poll_interval <= max_poll_interval:
+        raise InvalidInputError(
+            "pass poll= or the deprecated poll_interval/max_poll_interval, not both",
+            field="poll",
+        )
+    initial = _INDEXING_POLL.initial if poll_interval is None else poll_interval
+    cap = (
+        max(_INDEXING_POLL.max_interval, initial)
+        if max_poll_interval is None
+        else max_poll_interval
+    )
+    if not 0 < initial <= cap:
         raise InvalidInputError(
             "need 0 < poll_interval <= max_poll_interval", field="poll_interval"
         )
-    return PollPolicy(initial=poll_interval, max_interval=max_poll_interval, jitter=0.0)
+    return PollPolicy(initial=initial, max_interval=cap, jitter=0.0)
 
 
 def _pending_documents(last: list[IndexingStatus]) -> str:

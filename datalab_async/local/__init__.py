@@ -1,7 +1,7 @@
 """A local, in-process Datalab API server for tests, demos and offline development.
 
 ``LocalDatalab`` speaks the Datalab pipeline, workflow, Files, collection and eval batch-run
-API (see PROTOCOL A1-A5) over real HTTP on 127.0.0.1, with knobs for latency, rate limits and
+API (see docs/protocol.md) over real HTTP on 127.0.0.1, with knobs for latency, rate limits and
 injected faults. Run it standalone with ``python -m datalab_async.local --port 8000``.
 ``LocalDify`` (``datalab_async.local.dify``) does the same for Dify's knowledge-pipeline API.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -11,7 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from ._faults import FaultInjector, Knobs
-from ._state import Store
+from ._state import Clock, Store
 from ._stats import Stats
 
 __all__ = ["CONTEXT", "ServerContext", "context_of"]
@@ -22,11 +23,13 @@ log = logging.getLogger("datalab_async.local")
 class ServerContext:
     """Everything the handlers of one app share. Background work goes through :meth:`spawn`."""
 
-    def __init__(self, *, api_key: str, knobs: Knobs, webhook_secret: str) -> None:
+    def __init__(
+        self, *, api_key: str, knobs: Knobs, webhook_secret: str, clock: Clock = time.monotonic
+    ) -> None:
         self.api_key = api_key
         self.webhook_secret = webhook_secret
         self.faults = FaultInjector(knobs)
-        self.store = Store(knobs.seed)
+        self.store = Store(knobs.seed, clock)
         self.stats = Stats()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None

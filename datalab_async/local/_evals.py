@@ -1,4 +1,6 @@
-"""Eval batch runs (PROTOCOL A5): score a pipeline over every file of a collection.
+"""Eval batch runs: score a pipeline over every file of a collection.
+
+Wire format: docs/protocol.md (Files, collections and eval batch runs).
 
 A run goes ``pending`` -> ``running`` -> ``completed`` (or ``failed`` when no file could be
 processed); ``completed_files`` rises to ``total_files`` and ``avg_score`` follows the files

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import time
 from typing import Any
 
 import aiohttp
@@ -213,7 +212,7 @@ async def run_pipeline_execution(ctx: ServerContext, execution: Execution) -> No
                 f"/api/v1/pipelines/executions/{execution.execution_id}"
                 f"/steps/{step.step_index}/result"
             )
-            step.expires_at = time.monotonic() + ctx.knobs.result_ttl
+            step.expires_at = ctx.store.clock() + ctx.knobs.result_ttl
             _finish_step(step, "completed")
             previous = result
     statuses = {step.status for step in execution.steps}

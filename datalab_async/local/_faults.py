@@ -11,9 +11,12 @@ import collections
 import enum
 import random
 import time
+import warnings
 from typing import Any, Literal
 
 import attrs
+
+from .._errors import InvalidInputError
 
 __all__ = ["Fault", "FaultInjector", "Knobs", "LimitExceeded"]
 
@@ -22,17 +25,23 @@ _MB = 1024 * 1024
 
 def _rate(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{attribute.name} must be within [0, 1], got {value!r}")
+        raise InvalidInputError(
+            f"{attribute.name} must be within [0, 1], got {value!r}", field=attribute.name
+        )
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+        raise InvalidInputError(
+            f"{attribute.name} must be >= 0, got {value!r}", field=attribute.name
+        )
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is not None and value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+        raise InvalidInputError(
+            f"{attribute.name} must be >= 1, got {value!r}", field=attribute.name
+        )
 
 
 def _help(text: str) -> dict[str, str]:
@@ -72,7 +81,7 @@ class Knobs:
         validator=_rate,
         metadata=_help("probability of closing the connection without an answer"),
     )
-    rate_429: float = attrs.field(
+    error_429_rate: float = attrs.field(
         default=0.0, validator=_rate, metadata=_help("probability of a random 429 + Retry-After")
     )
     slow_rate: float = attrs.field(
@@ -135,16 +144,31 @@ class Knobs:
         ),
     )
 
+    rate_429: float | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(_rate),
+        repr=False,
+        metadata=_help("deprecated name of error_429_rate"),
+    )
+
     def __attrs_post_init__(self) -> None:
+        if self.rate_429 is not None:  # the old name: moved to error_429_rate, then cleared
+            warnings.warn(
+                "the rate_429 knob is deprecated; use error_429_rate",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "error_429_rate", self.rate_429)
+            object.__setattr__(self, "rate_429", None)
         total = (
             self.error_500_rate
             + self.error_502_rate
             + self.error_503_rate
             + self.drop_rate
-            + self.rate_429
+            + self.error_429_rate
         )
         if total > 1.0 + 1e-9:
-            raise ValueError(f"the fault rates add up to {total}, more than 1")
+            raise InvalidInputError(f"the fault rates add up to {total}, more than 1")
 
 
 class Fault(enum.Enum):
@@ -154,7 +178,8 @@ class Fault(enum.Enum):
     ERROR_502 = "error_502"
     ERROR_503 = "error_503"
     DROP = "drop"
-    RATE_429 = "rate_429"
+    ERROR_429 = "error_429"
+    RATE_429 = "error_429"  # the old name of ERROR_429
 
 
 @attrs.frozen
@@ -208,7 +233,7 @@ class FaultInjector:
             (Fault.ERROR_500, knobs.error_500_rate),
             (Fault.ERROR_502, knobs.error_502_rate),
             (Fault.ERROR_503, knobs.error_503_rate),
-            (Fault.RATE_429, knobs.rate_429),
+            (Fault.ERROR_429, knobs.error_429_rate),
         ):
             threshold += rate
             if draw < threshold:

@@ -1,4 +1,6 @@
-"""Files API and collections (PROTOCOL A5), plus the unauthenticated "presigned" URLs.
+"""Files API and collections, plus the unauthenticated "presigned" URLs.
+
+Wire format: docs/protocol.md (Files, collections and eval batch runs).
 
 An upload is three calls: ``POST /api/v1/files/upload`` hands out an ``upload_url`` on this
 server (``/_local/uploads/{token}``, no API key needed, like a presigned bucket URL), the bytes
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
-import time
 
 from aiohttp import web
 
@@ -73,7 +74,7 @@ async def put_upload(request: web.Request) -> web.Response:
     record = ctx.store.files_by_token.get(request.match_info["token"])
     if record is None:
         raise not_found("Upload")
-    if record.upload_expired:
+    if record.upload_expired(ctx.store.clock()):
         raise ApiError(403, "Request has expired")
     limit = ctx.knobs.max_upload_bytes
     too_large = ApiError(413, f"File too large: the limit is {limit} bytes")
@@ -124,7 +125,7 @@ async def download_url(request: web.Request) -> web.Response:
         raise ApiError(400, "File has not been uploaded yet")
     seconds = expires_in or 3600
     token = ctx.store.token()
-    ctx.store.download_tokens[token] = (record.file_id, time.monotonic() + seconds)
+    ctx.store.download_tokens[token] = (record.file_id, ctx.store.clock() + seconds)
     return json_response(
         {
             "download_url": _absolute(request, _DOWNLOAD_ROUTE, token),
@@ -142,7 +143,7 @@ async def get_download(request: web.Request) -> web.Response:
     record = None if grant is None else ctx.store.files.get(grant[0])
     if grant is None or record is None or record.data is None:
         raise not_found("File")
-    if time.monotonic() >= grant[1]:
+    if ctx.store.clock() >= grant[1]:
         raise ApiError(403, "Request has expired")
     return web.Response(body=record.data, content_type=record.content_type)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -27,7 +28,12 @@ API_ROUTES: web.AppKey[frozenset[web.AbstractRoute]] = web.AppKey(
 UNCOUNTED_ROUTES: web.AppKey[frozenset[web.AbstractRoute]] = web.AppKey(
     "datalab_local_uncounted_routes", frozenset
 )
-_DROPPED = "datalab_local_dropped"
+# aiohttp 3.14 warns about plain string keys in a request's storage; RequestKey is new there.
+_DROPPED: Any = (
+    web.RequestKey("datalab_local_dropped", bool)
+    if hasattr(web, "RequestKey")
+    else "datalab_local_dropped"
+)
 
 # FastAPI/Starlette's bodies for router-level errors.
 _ROUTER_DETAILS = {404: "Not Found", 405: "Method Not Allowed", 413: "Request Entity Too Large"}
@@ -113,12 +119,12 @@ def _fault_response(request: web.Request, fault: Fault, retry_after: float) -> w
         return error_response(
             503, "Service temporarily unavailable", retry_after_headers(retry_after)
         )
-    if fault is Fault.RATE_429:
+    if fault is Fault.ERROR_429:
         return error_response(429, "Rate limit exceeded", retry_after_headers(retry_after))
     return error_response(500, "Internal server error")
 
 
-_REFUSALS = frozenset({Fault.RATE_429, Fault.ERROR_503})
+_REFUSALS = frozenset({Fault.ERROR_429, Fault.ERROR_503})
 
 
 @web.middleware
@@ -128,7 +134,7 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     ctx = context_of(request)
     injector = ctx.faults
-    refused = injector.admit()
+    refused = injector.admit(ctx.store.clock())
     if refused is not None:
         ctx.stats.faults_injected[refused.reason] += 1
         limit = "requests per minute" if refused.reason == "rate_limited" else "concurrent requests"

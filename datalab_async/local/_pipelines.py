@@ -1,4 +1,7 @@
-"""Pipelines (PROTOCOL A1-A3): management, versions, runs, executions and step results."""
+"""Pipelines: management, versions, runs, executions and step results.
+
+Wire format: docs/protocol.md (Runs and executions; Pipeline management).
+"""
 
 from __future__ import annotations
 
@@ -416,7 +419,8 @@ async def get_execution(request: web.Request) -> web.Response:
 
 
 async def get_step_result(request: web.Request) -> web.Response:
-    execution = _execution(context_of(request), request)
+    ctx = context_of(request)
+    execution = _execution(ctx, request)
     index = path_int(request, "step_index")
     if not 0 <= index < len(execution.steps):
         raise not_found(f"Step {index} of execution {execution.execution_id}")
@@ -426,7 +430,7 @@ async def get_step_result(request: web.Request) -> web.Response:
         if step.error_message:
             detail += f": {step.error_message}"
         raise ApiError(400, detail)
-    if step.result is None or step.result_expired:
+    if step.result is None or step.result_expired(ctx.store.clock()):
         step.result = None
         raise ApiError(404, f"Result of step {index} has expired")
     return json_response(step.result)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -94,6 +95,11 @@ class LocalDatalab:
 
     Keyword arguments beyond ``knobs`` override fields of :class:`Knobs`. ``api_key`` defaults
     to a random token. A server runs once: ``start()`` (or ``async with``) then ``close()``.
+
+    ``clock`` (monotonic seconds, default ``time.monotonic``) is what result, upload and link
+    lifetimes and the requests-per-minute window are measured on: a test can pass a clock it
+    advances by hand to expire a result or empty the window without waiting. Step latency and
+    slow responses are real sleeps.
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class LocalDatalab:
         knobs: Knobs | None = None,
         webhook_secret: str | None = None,
         access_log: bool = False,
+        clock: Callable[[], float] = time.monotonic,
         **overrides: Any,
     ) -> None:
         self.api_key = api_key or secrets.token_urlsafe(24)
@@ -114,6 +121,7 @@ class LocalDatalab:
             api_key=self.api_key,
             knobs=attrs.evolve(knobs or Knobs(), **overrides),
             webhook_secret=webhook_secret or secrets.token_hex(16),
+            clock=clock,
         )
         self._access_log = access_log
         self.app = create_app(self._context)

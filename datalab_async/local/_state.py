@@ -1,4 +1,6 @@
-"""In-memory records of the local server and their JSON shapes (PROTOCOL A1-A5).
+"""In-memory records of the local server and their JSON shapes.
+
+Wire format: docs/protocol.md.
 
 Records are mutable attrs classes owned by one event loop; ``to_json`` renders the wire shape.
 Timestamps are aware UTC datetimes rendered like pydantic (``2024-01-02T03:04:05.123456Z``);
@@ -11,6 +13,7 @@ import itertools
 import random
 import string
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,6 +21,7 @@ import attrs
 
 __all__ = [
     "BatchRun",
+    "Clock",
     "Collection",
     "DocumentSource",
     "Execution",
@@ -49,8 +53,13 @@ def isoformat(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _expired(expires_at: float | None) -> bool:
-    return expires_at is not None and time.monotonic() >= expires_at
+Clock = Callable[[], float]
+"""Monotonic seconds: what result, upload and link expiry (and the rate window) are measured
+on. ``time.monotonic`` unless the server was given another (tests advance a manual one)."""
+
+
+def _expired(expires_at: float | None, now: float) -> bool:
+    return expires_at is not None and now >= expires_at
 
 
 @attrs.define
@@ -153,9 +162,8 @@ class ExecutionStep:
     result: dict[str, Any] | None = None
     expires_at: float | None = None
 
-    @property
-    def result_expired(self) -> bool:
-        return _expired(self.expires_at)
+    def result_expired(self, now: float) -> bool:
+        return _expired(self.expires_at, now)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -223,9 +231,8 @@ class UploadedFile:
     def reference(self) -> str:
         return f"datalab://file-{self.token}"
 
-    @property
-    def upload_expired(self) -> bool:
-        return _expired(self.upload_expires_at)
+    def upload_expired(self, now: float) -> bool:
+        return _expired(self.upload_expires_at, now)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -297,9 +304,8 @@ class WorkflowStepState:
     error: str | None = None
     expires_at: float | None = None
 
-    @property
-    def output_expired(self) -> bool:
-        return _expired(self.expires_at)
+    def output_expired(self, now: float) -> bool:
+        return _expired(self.expires_at, now)
 
 
 @attrs.define
@@ -364,7 +370,8 @@ class BatchRun:
 class Store:
     """Every record of one server, plus ID generation (seeded when ``seed`` is given)."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self._rng: random.Random = (
             random.Random(seed) if seed is not None else random.SystemRandom()
         )
@@ -420,7 +427,7 @@ class Store:
             token=self.token(),
             original_filename=filename,
             content_type=content_type,
-            upload_expires_at=time.monotonic() + upload_ttl,
+            upload_expires_at=self.clock() + upload_ttl,
             data=data,
             confirmed=data is not None,
         )

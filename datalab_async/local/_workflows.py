@@ -1,4 +1,6 @@
-"""Workflows (PROTOCOL A4): definitions, step types, executions and their presigned outputs.
+"""Workflows: definitions, step types, executions and their presigned outputs.
+
+Wire format: docs/protocol.md (Workflows).
 
 An execution runs every step, in dependency order, on every input file; a step's input
 ``previous`` is the output of its first dependency. Status documents come in two shapes
@@ -9,7 +11,6 @@ An execution runs every step, in dependency order, on every input file; a step's
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -313,7 +314,7 @@ async def _run_file(
             state.status, state.error = "FAILED", str(exc)
         else:
             state.status, state.output = "COMPLETED", output
-            state.expires_at = time.monotonic() + ctx.knobs.result_ttl
+            state.expires_at = ctx.store.clock() + ctx.knobs.result_ttl
             outputs[step["unique_name"]] = output
         state.completed_at = utcnow()
 
@@ -423,10 +424,10 @@ async def get_workflow_execution(request: web.Request) -> web.Response:
     )
 
 
-def _served_output(state: WorkflowStepState) -> Any:
+def _served_output(state: WorkflowStepState, now: float) -> Any:
     if state.status != "COMPLETED":
         raise not_found("Output")
-    if state.output_expired:
+    if state.output_expired(now):
         state.output = None
         raise ApiError(404, "Output has expired")
     return state.output
@@ -439,14 +440,15 @@ async def get_output(request: web.Request) -> web.Response:
     per_file = None if execution is None else execution.states.get(request.match_info["step"])
     if per_file is None:
         raise not_found("Output")
+    now = ctx.store.clock()
     key = request.match_info.get("file_key")
     if key is not None:
         if key not in per_file:
             raise not_found("Output")
-        return json_response(_served_output(per_file[key]))
+        return json_response(_served_output(per_file[key], now))
     if len(per_file) == 1:
-        return json_response(_served_output(next(iter(per_file.values()))))
-    return json_response({k: _served_output(state) for k, state in per_file.items()})
+        return json_response(_served_output(next(iter(per_file.values())), now))
+    return json_response({k: _served_output(state, now) for k, state in per_file.items()})
 
 
 _WORKFLOW = "/api/v1/workflows/workflows/{workflow_id}"

@@ -1,8 +1,12 @@
 """pytest plugin (entry point ``datalab_async``): the ``datalab_local`` fixture.
 
 ``datalab_local`` is a started :class:`~datalab_async.local.LocalDatalab` with
-``step_latency=0.01``, one per test, closed afterwards. It needs pytest-asyncio. The server
-module is imported only when the fixture is used, so loading the plugin costs nothing.
+``step_latency=0.01``, one per test, closed afterwards. It needs pytest-asyncio.
+
+Every pytest session of a project that installs this package loads the plugin, so it imports
+nothing of ours beyond the (lazy) package namespaces, and none of the dependencies: the server,
+aiohttp and the models load when a test first uses the fixture. ``tests/test_import_cost.py``
+checks this; ``benchmarks/bench_import.py`` measures it.
 """
 
 from __future__ import annotations
