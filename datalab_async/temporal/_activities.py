@@ -58,6 +58,7 @@ from .._folder_manifest import (
 )
 from .._models import ExecutionStatus, PipelineExecution
 from .._models.events import ExecutionStatusChanged
+from .._protocol.validation import URL_PREFIXES
 from ._models import (
     Awaited,
     AwaitInput,
@@ -77,15 +78,13 @@ __all__ = ["LISTING_DIR", "DatalabActivities", "is_url"]
 
 #: Folder inside the output folder holding the document listings of bulk runs.
 LISTING_DIR = ".datalab-temporal"
-_URL_SCHEMES = ("http://", "https://", "datalab://")
-_RESULT_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED_WITH_ERRORS)
 # Executions created this long before the first submit attempt are still checked (clock skew).
 _SKEW = timedelta(minutes=2)
 
 
 def is_url(source: str) -> bool:
     """Whether a source is a URL the API fetches itself (not a local path)."""
-    return source.lower().startswith(_URL_SCHEMES)
+    return source.lower().startswith(URL_PREFIXES)
 
 
 class DatalabActivities:
@@ -281,7 +280,7 @@ class DatalabActivities:
             try:
                 execution = await self.client.get_pipeline_execution(request.execution_id)
                 results: dict[int, dict[str, Any]] = {}
-                if execution.status in _RESULT_STATUSES:
+                if execution.status.has_results:
                     results = await self.client.fetch_step_results(execution)
             except DatalabError as err:
                 raise _plain_failure(err) from err
