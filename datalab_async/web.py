@@ -75,6 +75,7 @@ from ._errors import (
     InvalidInputError,
     RateLimitError,
 )
+from ._policy.pool import FirstFailureGroup
 from ._protocol.execution_frames import public_detail
 from ._protocol.sse import encode_comment
 from ._sse_relay import aclose_shielded, execution_sse_frames
@@ -533,24 +534,18 @@ async def send_sse(
     response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
     await response.prepare(request)
     relay = _Relay(response)
-    failure: Exception | None = None
     try:
-        async with anyio.create_task_group() as tg:
+        # A failure (of the frames or a helper task) is raised as itself, not in a group.
+        async with FirstFailureGroup() as tg:
             relay.scope = tg.cancel_scope
             tg.start_soon(_watch_disconnect, request, relay, check_interval)
             if keepalive is not None:
                 tg.start_soon(_keepalive, relay, keepalive)
-            try:
-                async for frame in frames:
-                    await relay.write(frame)
-            except Exception as err:
-                # Re-raised below as itself, not wrapped in the task group's ExceptionGroup.
-                failure = err
+            async for frame in frames:
+                await relay.write(frame)
             tg.cancel_scope.cancel()
     finally:
         await aclose_shielded(frames)
-    if failure is not None:
-        raise failure
     if not relay.gone:
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
