@@ -48,6 +48,7 @@ __all__ = [
     "execution_failure",
     "count_pages",
     "document_dir",
+    "document_key",
     "fingerprint_file",
     "inside",
     "ignored_list_path",
@@ -58,6 +59,7 @@ __all__ = [
     "read_marker",
     "replay_manifest",
     "result_files",
+    "result_payloads",
     "safe_join",
     "sanitize_component",
     "unique_entries",
@@ -138,7 +140,8 @@ class FolderSummary:
     of its results instead of being submitted (they are in ``done`` too). ``interrupted``: the
     job was stopped (``JobControl``) before it went through every document; ``pending`` names
     those it had started and left for a re-run to resume (documents never reached are not
-    listed).
+    listed). ``out_dir`` is a ``Path``, or the URL of an object-store output (which has no
+    manifest: ``manifest_path`` is then None, the state objects hold the same).
     """
 
     done: tuple[str, ...]
@@ -146,8 +149,8 @@ class FolderSummary:
     skipped: tuple[str, ...]
     pages: int
     elapsed: float
-    out_dir: Path
-    manifest_path: Path
+    out_dir: Path | str
+    manifest_path: Path | None
     resumed: tuple[str, ...] = ()
     ignored: tuple[IgnoredFile, ...] = ()
     copied: tuple[tuple[str, str], ...] = ()
@@ -774,6 +777,34 @@ def copy_results(out_dir: Path, source: str, relative: str, files: Sequence[str]
     return written
 
 
+def document_key(relative: str) -> str:
+    """Document ``relative``'s results folder as a POSIX path relative to the output (every
+    part sanitised, as :func:`document_dir` does): the key prefix in an object store."""
+    parts = [sanitize_component(p) for p in PurePosixPath(relative).parts if p not in ("/", "")]
+    if not parts:
+        raise UnsafePathError(f"empty document path {relative!r}")
+    return "/".join(parts)
+
+
+def result_payloads(
+    relative: str, execution: PipelineExecution, results: dict[int, dict[str, Any]]
+) -> list[tuple[str, bytes]]:
+    """Each result file of a document: its path relative to the output and its bytes (the
+    one layout of folders and object stores)."""
+    folder = document_key(relative)
+    types = {step.step_index: step.step_type for step in execution.steps}
+    payloads: list[tuple[str, bytes]] = []
+    for index in sorted(results):
+        result = results[index]
+        names = result_files(index, types.get(index, "step"), result)
+        payloads.append(
+            (f"{folder}/{names[0]}", json.dumps(result, indent=2, ensure_ascii=False).encode())
+        )
+        if len(names) > 1:
+            payloads.append((f"{folder}/{names[1]}", str(result["markdown"]).encode("utf-8")))
+    return payloads
+
+
 def write_results(
     out_dir: Path,
     relative: str,
@@ -785,16 +816,9 @@ def write_results(
     if not results:
         return []
     folder = document_dir(out_dir, relative)
-    types = {step.step_index: step.step_type for step in execution.steps}
     written: list[str] = []
-    for index in sorted(results):
-        result = results[index]
-        names = result_files(index, types.get(index, "step"), result)
-        payload = json.dumps(result, indent=2, ensure_ascii=False).encode("utf-8")
-        write_file_inside(out_dir, folder / names[0], payload)
-        written.append((folder / names[0]).relative_to(out_dir).as_posix())
-        if len(names) > 1:
-            markdown = str(result["markdown"]).encode("utf-8")
-            write_file_inside(out_dir, folder / names[1], markdown)
-            written.append((folder / names[1]).relative_to(out_dir).as_posix())
+    for name, payload in result_payloads(relative, execution, results):
+        path = folder / PurePosixPath(name).name
+        write_file_inside(out_dir, path, payload)
+        written.append(path.relative_to(out_dir).as_posix())
     return written

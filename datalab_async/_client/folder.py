@@ -30,24 +30,15 @@ from .._errors import (
     WaitTimeoutError,
 )
 from .._folder_manifest import (
-    MANIFEST_NAME,
     DocState,
     FileFingerprint,
-    FolderEntry,
     FolderOutcome,
     FolderSummary,
     IgnoredFile,
-    Manifest,
     config_fingerprint,
-    copy_results,
     count_pages,
     describe_error,
     execution_failure,
-    fingerprint_file,
-    read_marker,
-    replay_manifest,
-    unique_entries,
-    write_results,
 )
 from .._models import ExecutionStatus, PipelineExecution
 from .._policy import (
@@ -62,6 +53,7 @@ from .._policy import (
 from .._policy.control import JobControl
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from .._storage import Document, Sink, Source, is_object_url, open_sink, open_source
 from .setup import SetupMixin
 from .submit import PendingRun, expected_for
 from .watch import RunTracker, WatchMixin
@@ -102,7 +94,7 @@ class _Tally:
     pages: int = 0
 
     def summary(
-        self, elapsed: float, out_dir: Path, manifest_path: Path, *, interrupted: bool
+        self, elapsed: float, out_dir: Path | str, manifest_path: Path | None, *, interrupted: bool
     ) -> FolderSummary:
         return FolderSummary(
             done=tuple(self.done),
@@ -124,7 +116,7 @@ class _Tally:
 class _Work:
     """One unit for the pool: a fresh document, or one to resume by execution id."""
 
-    entry: FolderEntry
+    entry: Document
     fingerprint: FileFingerprint | None
     resume_id: str | None = None
     intent: DocState | None = None  # a POST another job started and never recorded an answer
@@ -161,8 +153,8 @@ class _Job:
         client: WatchMixin,
         *,
         pipeline_id: str,
-        out_dir: Path,
-        manifest: Manifest,
+        source: Source,
+        sink: Sink,
         states: dict[str, DocState],
         known: set[str],
         config: str,
@@ -176,8 +168,8 @@ class _Job:
     ) -> None:
         self.client = client
         self.pipeline_id = pipeline_id
-        self.out_dir = out_dir
-        self.manifest = manifest
+        self.source = source
+        self.sink = sink
         self.states = states
         self.config = config
         self.run_options = run_options
@@ -208,13 +200,14 @@ class _Job:
             self.on_event(FolderEvent(relative, kind, **fields))
 
     async def durable(self) -> None:
-        """fsync the manifest (in a thread), coalescing concurrent callers into one fsync."""
-        target = self.manifest.written
+        """Make the records written so far durable (fsync the manifest, or write the state
+        objects), coalescing concurrent callers into one flush."""
+        target = self.sink.written
         async with self._fsync_lock:
             if self._synced >= target:
                 return
-            written = self.manifest.written
-            await anyio.to_thread.run_sync(self.manifest.fsync)
+            written = self.sink.written
+            await self.sink.flush()
             self._synced = written
 
     def fail(
@@ -256,7 +249,7 @@ class _Job:
             state = self.states[relative]
             if verdict.action == "adopt":
                 state.status, state.execution_id = "submitted", verdict.execution_id
-                self.manifest.record(
+                self.sink.record(
                     "submitted",
                     relative,
                     self.config,
@@ -272,7 +265,7 @@ class _Job:
             else:
                 state.status, state.candidates = "ambiguous", verdict.candidates
                 state.reason = _ambiguous_reason(verdict.why, verdict.candidates)
-                self.manifest.record(
+                self.sink.record(
                     "ambiguous",
                     relative,
                     self.config,
@@ -306,7 +299,7 @@ class _Job:
         if verdict.action == "send":
             return attrs.evolve(item, intent=None)
         reason = _ambiguous_reason(verdict.why, verdict.candidates)
-        self.manifest.record(
+        self.sink.record(
             "ambiguous", relative, self.config, candidates=list(verdict.candidates), reason=reason
         )
         self.fail(relative, reason)
@@ -314,28 +307,20 @@ class _Job:
 
     # -- planning ----------------------------------------------------------------------------
 
-    async def plan(self, entries: Iterator[FolderEntry]) -> AsyncIterator[_Work]:
+    async def plan(self, entries: AsyncIterator[Document]) -> AsyncIterator[_Work]:
         """Decide per document: skip (done), resume (submitted, unfinished), report (ambiguous)
         or submit. Stops yielding once the job is asked to stop."""
-        for entry in entries:
+        async for entry in entries:
             if self.control.stopping:
                 return
             state = self.states.get(entry.relative)
             if state is None:
                 # Not in this folder's manifest: a job that keeps each document's state beside
-                # its results (Temporal) may have been here.
-                state = await anyio.to_thread.run_sync(read_marker, self.out_dir, entry.relative)
+                # its results (Temporal; every object-store output) may have been here.
+                state = await self.sink.state(entry.relative)
             fingerprint: FileFingerprint | None = None
             if state is not None and state.config == self.config:
-                same = False
-                try:
-                    info = os.stat(entry.path)
-                    same = state.same_file(info.st_size, info.st_mtime_ns)
-                    if not same and state.sha256 is not None:
-                        fingerprint = await anyio.to_thread.run_sync(fingerprint_file, entry.path)
-                        same = fingerprint.sha256 == state.sha256
-                except OSError:
-                    same = False
+                same, fingerprint = await self.source.compare(entry, state)
                 if same and state.status == "completed":
                     self.tally.skipped.append(entry.relative)
                     self.emit(entry.relative, "skipped", execution_id=state.execution_id)
@@ -371,6 +356,10 @@ class _Job:
                 # Cancelled from outside (not by a stop): let the POSTs on the wire finish.
                 self.control.drain()
                 raise
+            finally:
+                # The outcome is durable before the slot frees (state objects are written here).
+                with anyio.CancelScope(shield=True):
+                    await self.durable()
         if scope.cancelled_caught:
             self.tally.pending.append(relative)
 
@@ -398,20 +387,15 @@ class _Job:
         await self._submit(item, deadline)
 
     async def _submit(self, item: _Work, deadline: float) -> None:
-        relative, path = item.entry.relative, item.entry.path
+        relative = item.entry.relative
         if self.pace is not None:
             await self.pace.acquire()
         self.emit(relative, "queued")
         try:
             fingerprint = item.fingerprint
             if fingerprint is None:
-                fingerprint = await anyio.to_thread.run_sync(fingerprint_file, path)
-            request = proto.run_pipeline(
-                self.pipeline_id,
-                file_path=path,
-                allow_any_file_type=True,  # the walk already chose which files to send
-                **self.run_options,
-            )
+                fingerprint = await self.source.fingerprint(item.entry)
+            request = await self.source.request(item.entry, self.pipeline_id, self.run_options)
         except Exception as err:
             self._record_failure(relative, err)
             return
@@ -459,7 +443,7 @@ class _Job:
         The POST runs shielded from stops and cancellation, up to the drain deadline, so an
         interrupt lets it finish and records its answer."""
         started = time.time()
-        self.manifest.record(
+        self.sink.record(
             "intent",
             relative,
             self.config,
@@ -480,10 +464,10 @@ class _Job:
             except APIStatusError as err:
                 if not is_ambiguous_create_failure(err):
                     # Refused (4xx, 429, 503): nothing was created; the intent is void.
-                    self.manifest.record("refused", relative, self.config, status=err.status_code)
+                    self.sink.record("refused", relative, self.config, status=err.status_code)
                 raise
             tracker.execution = execution
-            self.manifest.record(
+            self.sink.record(
                 "submitted",
                 relative,
                 self.config,
@@ -508,7 +492,7 @@ class _Job:
         if original.execution_id is None and original.failure is None:
             return False  # it never ran (refused, interrupted): this one is sent itself
         if original.failure is not None:
-            self.manifest.record(
+            self.sink.record(
                 "failed",
                 relative,
                 self.config,
@@ -519,10 +503,8 @@ class _Job:
             )
             self.fail(relative, f"{original.failure} (same content as {original.relative})")
             return True
-        files = await anyio.to_thread.run_sync(
-            copy_results, self.out_dir, original.relative, relative, list(original.files)
-        )
-        self.manifest.record(
+        files = await self.sink.copy_results(original.relative, relative, list(original.files))
+        self.sink.record(
             "completed",
             relative,
             self.config,
@@ -547,7 +529,7 @@ class _Job:
         ):
             return
         reason = describe_error(error)
-        self.manifest.record("failed", relative, self.config, reason=reason)
+        self.sink.record("failed", relative, self.config, reason=reason)
         self.fail(relative, reason, error=error)
 
     def _record_ambiguous(
@@ -555,7 +537,7 @@ class _Job:
     ) -> None:
         """The POST may have created an execution: never sent again blind."""
         reason = describe_error(error)
-        self.manifest.record(
+        self.sink.record(
             "ambiguous",
             relative,
             self.config,
@@ -603,9 +585,7 @@ class _Job:
                     relative, "progress", execution_id=state.execution_id, execution=state
                 ),
             )
-            files = await anyio.to_thread.run_sync(
-                write_results, self.out_dir, relative, execution, tracker.results
-            )
+            files = await self.sink.write_results(relative, execution, tracker.results)
         except NotFoundError:
             raise
         except Exception as err:
@@ -629,7 +609,7 @@ class _Job:
         execution_id = execution.execution_id
         if execution.status is ExecutionStatus.COMPLETED:
             pages = count_pages(results)
-            self.manifest.record(
+            self.sink.record(
                 "completed",
                 relative,
                 self.config,
@@ -651,7 +631,7 @@ class _Job:
             self.emit(relative, "done", execution_id=execution_id, pages=pages)
         else:
             reason = execution_failure(execution)
-            self.manifest.record(
+            self.sink.record(
                 "failed",
                 relative,
                 self.config,
@@ -696,6 +676,7 @@ class FolderMixin(WatchMixin, SetupMixin):
         resubmit_ambiguous: bool = False,
         check_setup: bool = True,
         stop_on_setup_error: bool = True,
+        presign: bool = False,
         **run_options: Any,
     ) -> FolderSummary:
         """Run ``pipeline_id`` on every supported document under ``folder``; results to disk.
@@ -738,11 +719,12 @@ class FolderMixin(WatchMixin, SetupMixin):
         manifest (a re-run once it is fixed does them); ``SetupError.summary`` holds the
         partial summary.
         """
-        root = Path(folder)
-        if not await anyio.Path(root).is_dir():
-            raise InvalidInputError(f"{str(root)!r} is not a folder", field="folder")
+        if not is_object_url(folder):
+            root = Path(os.fspath(folder).removeprefix("file://"))
+            if not await anyio.Path(root).is_dir():
+                raise InvalidInputError(f"{str(root)!r} is not a folder", field="folder")
         return await self.process_paths(
-            [root],
+            [folder],
             pipeline_id,
             out_dir,
             concurrency=concurrency,
@@ -757,6 +739,7 @@ class FolderMixin(WatchMixin, SetupMixin):
             resubmit_ambiguous=resubmit_ambiguous,
             check_setup=check_setup,
             stop_on_setup_error=stop_on_setup_error,
+            presign=presign,
             **run_options,
         )
 
@@ -778,6 +761,7 @@ class FolderMixin(WatchMixin, SetupMixin):
         resubmit_ambiguous: bool = False,
         check_setup: bool = True,
         stop_on_setup_error: bool = True,
+        presign: bool = False,
         **run_options: Any,
     ) -> FolderSummary:
         """``process_folder`` over several files and folders (the CLI's ``run``).
@@ -786,9 +770,15 @@ class FolderMixin(WatchMixin, SetupMixin):
         its own name as the first component of its documents' paths and each file its name.
         Files named explicitly are taken whatever their type or location.
         """
-        inputs = await _checked_arguments(paths, pipeline_id, concurrency, timeout, run_options)
+        _checked_arguments(pipeline_id, concurrency, timeout, run_options)
         pace = document_pace(max_per_second)
         control = control if control is not None else JobControl()
+        sink = open_sink(out_dir)
+        source = open_source(
+            paths, pattern=pattern, recursive=recursive, exclude=sink.exclude(), presign=presign
+        )
+        # Storage errors (no such folder, bucket, access, credentials) before any request.
+        await source.check()
         if check_setup:
             await self._preflight(pipeline_id)  # SetupError before anything is written
         breaker = self._circuit_breaker(
@@ -796,14 +786,12 @@ class FolderMixin(WatchMixin, SetupMixin):
         )
 
         started = time.monotonic()
-        target, manifest, states, known = await anyio.to_thread.run_sync(
-            _prepare, Path(out_dir), resume
-        )
+        states, known = await sink.open(resume=resume)
         job = _Job(
             self,
             pipeline_id=pipeline_id,
-            out_dir=target,
-            manifest=manifest,
+            source=source,
+            sink=sink,
             states=states,
             known=known,
             config=config_fingerprint(pipeline_id, run_options),
@@ -819,9 +807,7 @@ class FolderMixin(WatchMixin, SetupMixin):
         try:
             with control.document():
                 await job.reconcile_intents()
-            entries = unique_entries(
-                inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
-            )
+            entries = source.documents(job.tally.ignored)
             work = breaker.admitting(job.document, self._probe(pipeline_id))
             await breaker.run(
                 self._policy,
@@ -830,12 +816,11 @@ class FolderMixin(WatchMixin, SetupMixin):
             )
         finally:
             with anyio.CancelScope(shield=True):
-                try:
-                    await anyio.to_thread.run_sync(manifest.fsync)
-                finally:
-                    manifest.close()
+                await sink.close()
+        manifest = Path(sink.manifest_path) if sink.manifest_path else None
+        where = sink.location if is_object_url(sink.location) else Path(sink.location)
         summary = job.tally.summary(
-            time.monotonic() - started, target, manifest.path, interrupted=control.stopping
+            time.monotonic() - started, where, manifest, interrupted=control.stopping
         )
         if breaker.error is not None:
             breaker.error.summary = summary
@@ -843,14 +828,13 @@ class FolderMixin(WatchMixin, SetupMixin):
         return summary
 
 
-async def _checked_arguments(
-    paths: Sequence[str | os.PathLike[str]],
+def _checked_arguments(
     pipeline_id: str,
     concurrency: int,
     timeout: float | None,  # noqa: ASYNC109 - only checked here, per document later
     run_options: dict[str, Any],
-) -> list[Path]:
-    """Every argument checked locally, before any request; the input paths."""
+) -> None:
+    """Every argument checked locally, before any request."""
     validate_id(pipeline_id, "pipeline_id")
     check_concurrency(concurrency)
     unknown = set(run_options) - proto.RUN_OPTIONS
@@ -860,28 +844,5 @@ async def _checked_arguments(
         )
     if timeout is not None:
         deadline_after(timeout)
-    inputs = [Path(p) for p in paths]
-    if not inputs:
-        raise InvalidInputError("no files or folders given", field="paths")
-    for path in inputs:
-        if not await anyio.Path(path).exists():
-            raise InvalidInputError(f"no such file or folder: {str(path)!r}", field="paths")
     # Check the options locally now rather than once per document.
     proto.validate_run_options(pipeline_id, run_options)
-    return inputs
-
-
-def _prepare(
-    out_dir: Path, resume: bool
-) -> tuple[Path, Manifest, dict[str, DocState], set[str]]:
-    """Create ``out_dir``, read its manifest and open it for appending: the folder, the
-    manifest, the documents' states (empty unless resuming) and every execution id recorded
-    (known even without ``resume``: a reconciliation must rule them out)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = Path(os.path.realpath(out_dir))
-    manifest = Manifest(target / MANIFEST_NAME)
-    states, known = replay_manifest(manifest.path)
-    if not resume:
-        states = {}
-    manifest.open()
-    return target, manifest, states, known
