@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -453,7 +453,7 @@ class _Job:
             mtime_ns=fingerprint.mtime_ns,
             started=started,
             server_started=self.client.server_clock(started),
-            expected=expected_for(request),
+            expected=_recordable(expected_for(request)),
         )
         with self.control.posting():
             await self.durable()
@@ -643,6 +643,15 @@ class _Job:
             if original is not None:
                 original.execution_id, original.failure = execution_id, reason
             self.fail(relative, reason, execution_id)
+
+
+def _recordable(expected: dict[str, Any]) -> dict[str, Any]:
+    """What an intent may record of the expected input: never a presigned URL (its signature
+    is a credential); without it a reconciliation tells executions apart by time alone."""
+    url = expected.get("file_url")
+    if isinstance(url, str) and "?" in url:
+        return {k: v for k, v in expected.items() if k != "file_url"}
+    return expected
 
 
 def _ambiguous_reason(why: str, candidates: tuple[str, ...]) -> str:

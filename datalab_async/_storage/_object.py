@@ -372,13 +372,19 @@ class ObjectSource:
                 )
         except Exception as err:
             raise _failed(f"{self.location} ({document.relative})", "reading", err) from None
-        return proto.run_pipeline(
+        request = proto.run_pipeline(
             pipeline_id,
             file=_ObjectStream(self.store, document.key, head),
             filename=basename(document.key),
             allow_any_file_type=True,
             **run_options,
         )
+        # The size is known from the listing: it goes into the write-ahead intent, so that a
+        # reconciliation can tell this document's execution from others.
+        multipart = request.multipart
+        assert multipart is not None and multipart.file is not None
+        part = attrs.evolve(multipart.file, size=document.size)
+        return attrs.evolve(request, multipart=attrs.evolve(multipart, file=part))
 
 
 def _same_bucket(url: str, where: ObjectLocation) -> bool:
