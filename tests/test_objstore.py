@@ -243,7 +243,8 @@ def test_url_parsing_and_configuration_errors() -> None:
 async def test_gcs_and_azure_configuration_errors_name_the_url(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    names = ("GOOGLE_SERVICE_ACCOUNT", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_ACCOUNT_NAME")
+    names = ["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_APPLICATION_CREDENTIALS"]
+    names.append("AZURE_STORAGE_ACCOUNT_NAME")
     for name in names:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", "/nonexistent/key.json")
