@@ -544,3 +544,58 @@ class ObjectSink:
         with anyio.CancelScope(shield=True):
             await self.flush()
 
+
+
+# -- single objects (Temporal listings and per-document submits) -------------------------------
+
+
+def _split(url: str) -> tuple[Any, str]:
+    where = parse_object_url(url)
+    return _store(where), where.prefix
+
+
+async def head_entry(url: str, relative: str) -> tuple[ObjectSource, ObjectEntry]:
+    """The source and entry for the one object at ``url`` (for a worker submitting it)."""
+    import obstore
+
+    source = ObjectSource(url)
+    key = source.where.prefix
+    try:
+        meta = await obstore.head_async(source.store, key)
+    except Exception as err:
+        raise _failed(url, "reading", err) from None
+    entry = ObjectEntry(relative, key, int(meta["size"]), meta.get("e_tag"), _version(meta))
+    return source, entry
+
+
+def object_url(source: ObjectSource, entry: ObjectEntry) -> str:
+    """The URL of one listed object (what a listing records for it)."""
+    return f"{source.where.scheme}://{source.where.bucket}/{entry.key}"
+
+
+async def put_object(url: str, data: Any) -> None:
+    """Write ``data`` (bytes or a binary file) as the object at ``url``."""
+    import obstore
+
+    store, key = _split(url)
+    try:
+        await obstore.put_async(store, key, data)
+    except Exception as err:
+        raise _failed(url, "writing", err) from None
+
+
+async def read_range(url: str, start: int, length: int) -> bytes:
+    """Up to ``length`` bytes of the object at ``url`` from ``start`` (b"" past its end)."""
+    import obstore
+
+    store, key = _split(url)
+    try:
+        size = int((await obstore.head_async(store, key))["size"])
+        if start >= size:
+            return b""
+        data = await obstore.get_range_async(
+            store, key, start=start, length=min(length, size - start)
+        )
+    except Exception as err:
+        raise _failed(url, "reading", err) from None
+    return bytes(data)
