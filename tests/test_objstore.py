@@ -258,3 +258,45 @@ def test_importing_the_package_does_not_import_obstore() -> None:
     code = "import sys, datalab_async; print('obstore' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_upload_retries_reopen_the_object(s3: Any) -> None:
+    """A refused run POST (503) is sent again with the object's bytes read anew: a one-shot
+    stream could not be replayed."""
+    bucket, store = s3
+    _upload(store, 6)
+    async with LocalDatalab(step_latency=0.01, error_503_rate=0.4, retry_after=0, seed=7) as server:
+        pipeline = server.create_pipeline_sync(["convert"])
+        async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as client:
+            summary = await client.process_folder(
+                f"s3://{bucket}/in/", pipeline, f"s3://{bucket}/out/", concurrency=2
+            )
+        assert summary.ok and len(summary.done) == 6, summary.failed
+        stats = server.stats()
+    assert stats["requests_by_endpoint"][RUN] > 6  # some were refused and sent again
+    assert stats["executions_created"] == 6
+
+
+def test_cli_run_s3_to_s3_and_a_missing_bucket(s3: Any) -> None:
+    bucket, store = s3
+    _upload(store, 2)
+    command = [sys.executable, "-m", "datalab_async", "run", "demo", "--local", "--json"]
+    done = subprocess.run(
+        command + [f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out/"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["out_dir"] == f"s3://{bucket}/out/" and report["manifest"] is None
+    assert len(_keys(store, "out/")) >= 2 * 3  # per document: json, md, state
+    missing = subprocess.run(
+        command + ["s3://no-such-bucket-y/in/", "--out", f"s3://{bucket}/out2/"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert "s3://no-such-bucket-y/in/" in missing.stderr
+    assert "bucket does not exist" in missing.stderr
