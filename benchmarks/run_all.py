@@ -28,6 +28,7 @@ BENCHMARKS = (
     "filecheck",
     "response_limits",
     "setup",
+    "objstore",
 )
 
 
