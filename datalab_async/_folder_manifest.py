@@ -21,7 +21,7 @@ import os
 import stat
 import time
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -332,9 +332,11 @@ def walk_folder(
     recursive: bool = True,
     exclude: Sequence[Path] = (),
     ignored: list[IgnoredFile] | None = None,
+    accept: Callable[[str], str | None] | None = None,
 ) -> Iterator[FolderEntry]:
     """Supported documents (the 21 extensions of ``FILE_TYPES``) under ``root`` in sorted
-    order, read lazily.
+    order, read lazily. ``accept(name)`` replaces that rule (the Dify ingest's types): the
+    reason a file name is left out, or None to take it.
 
     Symlinked files are taken only when their target is a file inside ``root``; symlinked
     folders are never entered (no escapes, no cycles). ``exclude``: folders to leave out (the
@@ -392,8 +394,13 @@ def walk_folder(
         except OSError:
             ignore(relative, "unreadable file")
             continue
-        if not _supported(entry.name):
-            ignore(relative, _unsupported_reason(entry.name))
+        refused = (
+            (None if _supported(entry.name) else _unsupported_reason(entry.name))
+            if accept is None
+            else accept(entry.name)
+        )
+        if refused is not None:
+            ignore(relative, refused)
             continue
         yield FolderEntry(relative, Path(entry.path))
 
