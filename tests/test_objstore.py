@@ -300,3 +300,16 @@ def test_cli_run_s3_to_s3_and_a_missing_bucket(s3: Any) -> None:
     assert missing.returncode == 2
     assert "s3://no-such-bucket-y/in/" in missing.stderr
     assert "bucket does not exist" in missing.stderr
+
+
+async def test_map_pipeline_takes_object_urls(s3: Any) -> None:
+    bucket, store = s3
+    _upload(store, 3)
+    sources = [f"s3://{bucket}/in/doc0.pdf", f"s3://{bucket}/in/sub/doc1.pdf"]
+    async with LocalDatalab(step_latency=0.01, error_503_rate=0.3, retry_after=0, seed=3) as srv:
+        pipeline = srv.create_pipeline_sync(["convert"])
+        async with AsyncDatalabClient(api_key=srv.api_key, base_url=srv.url) as client:
+            async with client.map_pipeline(pipeline, sources) as outcomes:
+                done = [outcome async for outcome in outcomes]
+    assert sorted(o.source.name for o in done) == ["doc0.pdf", "doc1.pdf"]
+    assert all(o.ok for o in done), [o.describe_failure() for o in done]

@@ -219,7 +219,7 @@ class _ObjectStream:
     a new streamed GET (one-shot streams cannot be retried). ``read`` only serves the first
     bytes fetched beforehand, for the local magic-bytes check."""
 
-    def __init__(self, store: Any, key: str, head: bytes) -> None:
+    def __init__(self, store: Any, key: str, head: bytes | None) -> None:
         self._store = store
         self._key = key
         self._head = head
@@ -233,7 +233,9 @@ class _ObjectStream:
     def seek(self, offset: int, whence: int = 0) -> int:
         return 0
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes | None:
+        if self._head is None:
+            return None  # not fetched: the content check is left to the service
         return self._head if size < 0 else self._head[:size]
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -566,6 +568,12 @@ async def head_entry(url: str, relative: str) -> tuple[ObjectSource, ObjectEntry
         raise _failed(url, "reading", err) from None
     entry = ObjectEntry(relative, key, int(meta["size"]), meta.get("e_tag"), _version(meta))
     return source, entry
+
+
+def object_stream(url: str) -> _ObjectStream:
+    """The object at ``url`` as a replayable upload stream (``map_pipeline`` sources)."""
+    where = parse_object_url(url)
+    return _ObjectStream(_store(where), where.prefix, None)
 
 
 def object_url(source: ObjectSource, entry: ObjectEntry) -> str:
