@@ -25,7 +25,7 @@ from datalab_async import AsyncDatalabClient, JobControl  # noqa: E402
 from datalab_async._errors import InvalidInputError, StorageError  # noqa: E402
 from datalab_async._folder_manifest import STATE_NAME  # noqa: E402
 from datalab_async._storage import open_sink, open_source  # noqa: E402
-from datalab_async._storage._object import parse_object_url  # noqa: E402
+from datalab_async._storage._object import _profile_provider, parse_object_url  # noqa: E402
 from datalab_async.local import LocalDatalab  # noqa: E402
 from datalab_async.local.samples import make_pdf  # noqa: E402
 
@@ -313,3 +313,27 @@ async def test_map_pipeline_takes_object_urls(s3: Any) -> None:
                 done = [outcome async for outcome in outcomes]
     assert sorted(o.source.name for o in done) == ["doc0.pdf", "doc1.pdf"]
     assert all(o.ok for o in done), [o.describe_failure() for o in done]
+
+
+async def test_an_aws_profile_is_used_when_no_keys_are_set(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("boto3")
+    bucket, store = s3
+    _upload(store, 1)
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[bench]\naws_access_key_id = profilekey\naws_secret_access_key = profilesecret\n"
+    )
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "bench")
+    provider = _profile_provider()
+    assert provider is not None and "profilesecret" not in repr(provider)
+    source = open_source([f"s3://{bucket}/in/"])
+    await source.check()
+    found = [d.relative async for d in source.documents([])]
+    assert found == ["doc0.pdf"]
+    assert "profilesecret" not in repr(source)
