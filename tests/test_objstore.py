@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -337,3 +340,45 @@ async def test_an_aws_profile_is_used_when_no_keys_are_set(
     found = [d.relative async for d in source.documents([])]
     assert found == ["doc0.pdf"]
     assert "profilesecret" not in repr(source)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_killed_at_random_moments_never_submits_twice(s3: Any, signum: int) -> None:
+    """issue 18's rule on an object-store output: ``run`` from S3 to S3 interrupted (Ctrl-C)
+    or killed at random moments, then run to the end: no document submitted twice."""
+    from .test_interrupts import ServerThread
+
+    bucket, store = s3
+    n = 24
+    for i in range(n):
+        obstore.put(store, f"in/doc-{i:03d}.pdf", make_pdf([f"killed run document {i}"]))
+    with ServerThread(step_latency=0.1, run_answer_delay=0.15, seed=11) as server:
+        pipeline = server.server.create_pipeline_sync(["convert"])
+        command = [sys.executable, "-m", "datalab_async", "run", pipeline, f"s3://{bucket}/in/"]
+        command += ["--out", f"s3://{bucket}/out/", "--plain", "--concurrency", "6"]
+        command += server.flags()
+        rng = random.Random(signum)
+        codes = []
+        for _ in range(4):
+            child = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            time.sleep(rng.uniform(0.8, 2.5))
+            child.send_signal(signum)
+            try:
+                child.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+                pytest.fail("the interrupted run did not end within 30 s")
+            codes.append(child.returncode)
+        final = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=120)
+        summary = json.loads(final.stdout)
+        stats = server.call(server.server.stats)
+    assert stats["run_submissions_by_digest_duplicates"] == 0, (stats, codes)
+    finished = summary["counts"]["done"] + summary["counts"]["skipped"]
+    ambiguous = [f for f in summary["failed"] if "ambiguous" in f["reason"].lower()]
+    assert finished + len(ambiguous) == n, summary
+    assert stats["executions_created"] == n, stats
+    assert any(code != 0 for code in codes), "no run was interrupted: nothing was tested"
