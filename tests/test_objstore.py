@@ -182,6 +182,8 @@ async def test_s3_source_to_local_folder_and_presign(s3: Any, tmp_path: Path) ->
             assert summary.ok and len(summary.done) == 2, summary.failed
             assert (tmp_path / "out" / "doc0.pdf" / "0_convert.json").is_file()
             assert summary.manifest_path is not None and summary.manifest_path.is_file()
+            journal = summary.manifest_path.read_text()
+            assert '"intent"' in journal and "X-Amz-Signature" not in journal
         stats = server.stats()
     assert stats["executions_created"] == 2
 

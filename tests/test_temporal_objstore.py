@@ -115,6 +115,25 @@ async def test_bulk_run_from_s3_to_s3_with_no_shared_folder(
             )
             second = await asyncio.wait_for(again.result(), 60)
             assert second.ok and second.skipped == n and second.done == 0
+
+            # --presign: the service fetches each object; no signed URL reaches history.
+            presigned = BulkRunInput(
+                pipeline, [src], f"s3://{bucket}/out-presign/", concurrency=3, presign=True
+            )
+            third = await start_bulk_run(
+                temporal, presigned, workflow_id=f"s3p-{queue}", task_queue=queue
+            )
+            signed = await asyncio.wait_for(third.result(), 60)
+            assert signed.ok and signed.done == n, signed
+            history = await third.fetch_history()
+            raw = b"".join(event.SerializeToString() for event in history.events)
+            assert b"X-Amz-Signature" not in raw and b"X-Amz-Credential" not in raw
+            states = [
+                bytes(obstore.get(store, k).bytes())
+                for k in _keys(store, "out-presign/")
+                if k.endswith(STATE_NAME)
+            ]
+            assert len(states) == n and not any(b"X-Amz-Signature" in x for x in states)
         finally:
             worker.terminate()
             worker.wait(10)
@@ -123,5 +142,5 @@ async def test_bulk_run_from_s3_to_s3_with_no_shared_folder(
             summary = await client.process_folder(src, pipeline, out)
         assert len(summary.skipped) == n and not summary.done
         stats = server.stats()
-    assert stats["executions_created"] == n
+    assert stats["executions_created"] == 2 * n  # n uploaded, n presigned
     assert stats["run_submissions_by_digest_duplicates"] == 0

@@ -98,8 +98,20 @@ def add_parser(subparsers: Subparsers) -> None:
         "again with the same --workflow-id attaches to the running workflow.",
     )
     run.add_argument("pipeline_id", metavar="PIPELINE_ID")
-    run.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or URLs")
-    run.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    run.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files, folders, URLs or one s3:// gs:// az:// prefix",
+    )
+    run.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder or s3:// gs:// az:// prefix"
+    )
+    run.add_argument(
+        "--presign",
+        action="store_true",
+        help="object-store input: send presigned URLs (valid 1 h) instead of the bytes",
+    )
     run.add_argument(
         "--workflow-id", metavar="ID", help="default: derived from the pipeline and --out"
     )
@@ -249,6 +261,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[BulkRunInput, Path | str]:
         continue_every=args.continue_every,
         document_timeout=args.timeout,
         heartbeat_timeout=args.heartbeat_timeout,
+        presign=args.presign,
     )
     check_job(job)
     return job, out_dir

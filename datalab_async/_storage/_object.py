@@ -556,11 +556,13 @@ def _split(url: str) -> tuple[Any, str]:
     return _store(where), where.prefix
 
 
-async def head_entry(url: str, relative: str) -> tuple[ObjectSource, ObjectEntry]:
+async def head_entry(
+    url: str, relative: str, *, presign: bool = False
+) -> tuple[ObjectSource, ObjectEntry]:
     """The source and entry for the one object at ``url`` (for a worker submitting it)."""
     import obstore
 
-    source = ObjectSource(url)
+    source = ObjectSource(url, presign=presign)
     key = source.where.prefix
     try:
         meta = await obstore.head_async(source.store, key)

@@ -248,7 +248,9 @@ class DatalabActivities:
             if is_object_url(request.source):
                 from .._storage._object import head_entry
 
-                store, entry = await head_entry(request.source, request.relative)
+                store, entry = await head_entry(
+                    request.source, request.relative, presign=request.presign
+                )
                 run = await store.request(entry, request.pipeline_id, dict(request.run_options))
                 execution = await self.client._submit_run(run, request.pipeline_id)
             else:
@@ -392,6 +394,10 @@ async def _expected(request: SubmitInput) -> dict[str, Any]:
         _, entry = await head_entry(request.source, request.relative)
     except InvalidInputError as err:
         raise ApplicationError(str(err), type="StorageError", non_retryable=True) from None
+    if request.presign:
+        # The service reports the signed URL it fetched, which is a credential and is never
+        # recorded: executions are told apart by time alone.
+        return {}
     return {"filename": entry.key.rsplit("/", 1)[-1], "file_size": entry.size}
 
 
