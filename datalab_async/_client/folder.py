@@ -7,6 +7,10 @@ document is: ``run`` → manifest ``submitted`` (with the execution id, flushed 
 wait → fetch the step results → write them → manifest ``completed`` / ``failed``. A re-run skips
 completed documents, and for one submitted but never finished (crash, Ctrl-C, timeout) it waits
 on the recorded execution instead of submitting the document a second time.
+
+Inputs and outputs go through ``datalab_async._storage`` (a ``Source`` and a ``Sink``): a folder
+with its manifest, or an object-store prefix with one state object per document; the job below
+is the same for both.
 """
 
 from __future__ import annotations
@@ -727,6 +731,13 @@ class FolderMixin(WatchMixin, SetupMixin):
         for ``poll.give_up_after`` seconds. Documents not processed are left out of the
         manifest (a re-run once it is fixed does them); ``SetupError.summary`` holds the
         partial summary.
+
+        ``folder`` and ``out_dir`` may be object-store prefixes (``s3://bucket/prefix/``,
+        ``gs://…``, ``az://…``; the ``cloud`` extra): objects are listed lazily and streamed
+        into the uploads (``presign=True`` sends presigned URLs instead), results are written
+        as objects in the same layout, and the resume state is one state object per document
+        (no journal). A missing bucket, denied access or refused credentials raise
+        ``StorageError`` before any document is submitted.
         """
         if not is_object_url(folder):
             root = Path(os.fspath(folder).removeprefix("file://"))
