@@ -352,13 +352,13 @@ def test_killed_at_random_moments_never_submits_twice(s3: Any, signum: int) -> N
     from .test_interrupts import ServerThread
 
     bucket, store = s3
-    n = 24
+    n = 32
     for i in range(n):
         obstore.put(store, f"in/doc-{i:03d}.pdf", make_pdf([f"killed run document {i}"]))
-    with ServerThread(step_latency=0.1, run_answer_delay=0.15, seed=11) as server:
+    with ServerThread(step_latency=0.2, run_answer_delay=0.15, seed=11) as server:
         pipeline = server.server.create_pipeline_sync(["convert"])
         command = [sys.executable, "-m", "datalab_async", "run", pipeline, f"s3://{bucket}/in/"]
-        command += ["--out", f"s3://{bucket}/out/", "--plain", "--concurrency", "6"]
+        command += ["--out", f"s3://{bucket}/out/", "--plain", "--concurrency", "4"]
         command += server.flags()
         rng = random.Random(signum)
         codes = []
@@ -366,7 +366,7 @@ def test_killed_at_random_moments_never_submits_twice(s3: Any, signum: int) -> N
             child = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-            time.sleep(rng.uniform(0.8, 2.5))
+            time.sleep(rng.uniform(0.8, 2.0))  # startup (~0.5 s) and a moment of the job
             child.send_signal(signum)
             try:
                 child.communicate(timeout=30)

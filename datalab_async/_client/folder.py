@@ -361,9 +361,11 @@ class _Job:
                 self.control.drain()
                 raise
             finally:
-                # The outcome is durable before the slot frees (state objects are written here).
-                with anyio.CancelScope(shield=True):
-                    await self.durable()
+                if self.sink.buffered:
+                    # The outcome is stored before the slot frees (state objects are written
+                    # here; a journal's lines already reached the OS).
+                    with anyio.CancelScope(shield=True):
+                        await self.durable()
         if scope.cancelled_caught:
             self.tally.pending.append(relative)
 

@@ -73,6 +73,9 @@ class Sink(Protocol):
     location: str
     #: The journal of a local folder (None for an object store: the state objects are it).
     manifest_path: str | None
+    #: Whether a record is kept in memory until ``flush`` (an object store: the job flushes at
+    #: the end of each document) rather than reaching the OS at once (a journal).
+    buffered: bool
     @property
     def written(self) -> int:
         """Records written so far (``flush`` makes them durable)."""

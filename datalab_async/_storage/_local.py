@@ -103,6 +103,7 @@ class LocalSink:
         self.out_dir = Path(out_dir)
         self.location = str(self.out_dir)
         self.manifest_path: str | None = None
+        self.buffered = False
         self._manifest: Manifest | None = None
         self._synced = 0
 

@@ -412,6 +412,7 @@ class ObjectSink:
             self.where = attrs.evolve(self.where, prefix=self.where.prefix + "/")
         self.location = url
         self.manifest_path: str | None = None
+        self.buffered = True
         self._store: Any = None
         self._pending: dict[str, bytes] = {}
         self._identity: dict[str, dict[str, Any]] = {}
