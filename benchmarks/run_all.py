@@ -30,6 +30,7 @@ BENCHMARKS = (
     "setup",
     "interrupts",
     "import",
+    "objstore",
 )
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "ResponseValidationError",
     "ServerError",
     "SetupError",
+    "StorageError",
     "UnsafeRedirectError",
     "UnsupportedMediaTypeError",
     "ValidationError",
@@ -77,6 +78,16 @@ class InvalidInputError(DatalabError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class StorageError(InvalidInputError):
+    """An object-store location cannot be used: a bad URL, a missing bucket, denied access,
+    refused credentials or the ``cloud`` extra not installed. Raised before any document is
+    submitted; ``url`` names the location (never the credentials)."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message, field="url")
+        self.url = url
 
 
 class FileTypeMismatchError(InvalidInputError):

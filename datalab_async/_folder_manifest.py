@@ -21,7 +21,7 @@ import os
 import stat
 import time
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -30,6 +30,7 @@ import attrs
 
 from ._errors import InvalidInputError
 from ._models import PipelineExecution
+from ._policy.threads import CoalescedFlush
 from ._protocol.validation import file_type_for
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "execution_failure",
     "count_pages",
     "document_dir",
+    "document_key",
     "fingerprint_file",
     "inside",
     "ignored_list_path",
@@ -59,6 +61,7 @@ __all__ = [
     "read_marker",
     "replay_manifest",
     "result_files",
+    "result_payloads",
     "safe_join",
     "sanitize_component",
     "unique_entries",
@@ -139,7 +142,8 @@ class FolderSummary:
     of its results instead of being submitted (they are in ``done`` too). ``interrupted``: the
     job was stopped (``JobControl``) before it went through every document; ``pending`` names
     those it had started and left for a re-run to resume (documents never reached are not
-    listed).
+    listed). ``out_dir`` is a ``Path``, or the URL of an object-store output (which has no
+    manifest: ``manifest_path`` is then None, the state objects hold the same).
     """
 
     done: tuple[str, ...]
@@ -147,8 +151,8 @@ class FolderSummary:
     skipped: tuple[str, ...]
     pages: int
     elapsed: float
-    out_dir: Path
-    manifest_path: Path
+    out_dir: Path | str
+    manifest_path: Path | None
     resumed: tuple[str, ...] = ()
     ignored: tuple[IgnoredFile, ...] = ()
     copied: tuple[tuple[str, str], ...] = ()
@@ -330,9 +334,11 @@ def walk_folder(
     recursive: bool = True,
     exclude: Sequence[Path] = (),
     ignored: list[IgnoredFile] | None = None,
+    accept: Callable[[str], str | None] | None = None,
 ) -> Iterator[FolderEntry]:
     """Supported documents (the 21 extensions of ``FILE_TYPES``) under ``root`` in sorted
-    order, read lazily.
+    order, read lazily. ``accept(name)`` replaces that rule (the Dify ingest's types): the
+    reason a file name is left out, or None to take it.
 
     Symlinked files are taken only when their target is a file inside ``root``; symlinked
     folders are never entered (no escapes, no cycles). ``exclude``: folders to leave out (the
@@ -390,8 +396,13 @@ def walk_folder(
         except OSError:
             ignore(relative, "unreadable file")
             continue
-        if not _supported(entry.name):
-            ignore(relative, _unsupported_reason(entry.name))
+        refused = (
+            (None if _supported(entry.name) else _unsupported_reason(entry.name))
+            if accept is None
+            else accept(entry.name)
+        )
+        if refused is not None:
+            ignore(relative, refused)
             continue
         yield FolderEntry(relative, Path(entry.path))
 
@@ -634,8 +645,7 @@ class Manifest:
         self.path = path
         self._handle: IO[str] | None = None
         self.written = 0
-        self._synced = 0
-        self._sync_lock: anyio.Lock | None = None
+        self._sync = CoalescedFlush(lambda: self.written, self._fsync_in_thread)
 
     def open(self) -> None:
         """Open for appending, take the lock, and end a torn last line."""
@@ -672,15 +682,10 @@ class Manifest:
     async def sync(self) -> None:
         """:meth:`fsync` in a worker thread, once for every caller waiting at the time: a
         record written before the call is on stable storage when it returns."""
-        target = self.written
-        if self._sync_lock is None:
-            self._sync_lock = anyio.Lock()
-        async with self._sync_lock:
-            if self._synced >= target:
-                return
-            written = self.written
-            await anyio.to_thread.run_sync(self.fsync)
-            self._synced = written
+        await self._sync()
+
+    async def _fsync_in_thread(self) -> None:
+        await anyio.to_thread.run_sync(self.fsync)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -790,6 +795,34 @@ def copy_results(out_dir: Path, source: str, relative: str, files: Sequence[str]
     return written
 
 
+def document_key(relative: str) -> str:
+    """Document ``relative``'s results folder as a POSIX path relative to the output (every
+    part sanitised, as :func:`document_dir` does): the key prefix in an object store."""
+    parts = [sanitize_component(p) for p in PurePosixPath(relative).parts if p not in ("/", "")]
+    if not parts:
+        raise UnsafePathError(f"empty document path {relative!r}")
+    return "/".join(parts)
+
+
+def result_payloads(
+    relative: str, execution: PipelineExecution, results: dict[int, dict[str, Any]]
+) -> list[tuple[str, bytes]]:
+    """Each result file of a document: its path relative to the output and its bytes (the
+    one layout of folders and object stores)."""
+    folder = document_key(relative)
+    types = {step.step_index: step.step_type for step in execution.steps}
+    payloads: list[tuple[str, bytes]] = []
+    for index in sorted(results):
+        result = results[index]
+        names = result_files(index, types.get(index, "step"), result)
+        payloads.append(
+            (f"{folder}/{names[0]}", json.dumps(result, indent=2, ensure_ascii=False).encode())
+        )
+        if len(names) > 1:
+            payloads.append((f"{folder}/{names[1]}", str(result["markdown"]).encode("utf-8")))
+    return payloads
+
+
 def write_results(
     out_dir: Path,
     relative: str,
@@ -801,16 +834,9 @@ def write_results(
     if not results:
         return []
     folder = document_dir(out_dir, relative)
-    types = {step.step_index: step.step_type for step in execution.steps}
     written: list[str] = []
-    for index in sorted(results):
-        result = results[index]
-        names = result_files(index, types.get(index, "step"), result)
-        payload = json.dumps(result, indent=2, ensure_ascii=False).encode("utf-8")
-        write_file_inside(out_dir, folder / names[0], payload)
-        written.append((folder / names[0]).relative_to(out_dir).as_posix())
-        if len(names) > 1:
-            markdown = str(result["markdown"]).encode("utf-8")
-            write_file_inside(out_dir, folder / names[1], markdown)
-            written.append((folder / names[1]).relative_to(out_dir).as_posix())
+    for name, payload in result_payloads(relative, execution, results):
+        path = folder / PurePosixPath(name).name
+        write_file_inside(out_dir, path, payload)
+        written.append(path.relative_to(out_dir).as_posix())
     return written

@@ -93,8 +93,24 @@ def add_parser(commands: Subparsers) -> None:
         help="pl_... ID; with --local also 'demo' (convert -> extract invoices) or steps "
         "such as 'convert,segment' or 'convert,extract:examples/invoice_schema.json'",
     )
-    run.add_argument("paths", nargs="+", metavar="PATH", help="files and folders to process")
-    run.add_argument("--out", default="datalab-out", metavar="DIR", help="output folder")
+    run.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files and folders to process, or one s3:// gs:// az:// prefix (cloud extra)",
+    )
+    run.add_argument(
+        "--out",
+        default="datalab-out",
+        metavar="DIR",
+        help="output folder or s3:// gs:// az:// prefix",
+    )
+    run.add_argument(
+        "--presign",
+        action="store_true",
+        help="object-store input: send a presigned URL (valid 1 h) instead of the bytes; the "
+        "service must be able to reach the bucket",
+    )
     run.add_argument("--concurrency", type=positive_int, default=16, metavar="N")
     run.add_argument(
         "--version",
@@ -203,7 +219,7 @@ async def counting(
     *,
     pattern: str | None,
     recursive: bool,
-    out_dir: Path,
+    out_dir: Path | str,
     on_total: Callable[[int], object],
 ) -> AsyncIterator[None]:
     """Count the input in a worker thread while the body runs; ``on_total(n)`` once known,
@@ -212,6 +228,9 @@ async def counting(
     A plain thread rather than a task group, so that the body's exceptions reach the caller
     unwrapped (a task group would raise them inside an ``ExceptionGroup``).
     """
+    if not paths:  # an object-store listing is counted as it goes, not twice
+        yield
+        return
     loop = asyncio.get_running_loop()
     stop = threading.Event()
 
@@ -286,17 +305,22 @@ def _display(args: argparse.Namespace) -> Display:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.paths]
+    from .._storage import is_object_url
+
+    remote = any(is_object_url(p) for p in args.paths)
+    paths = [Path(p) for p in args.paths if not is_object_url(p)]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    if args.presign and not remote:
+        raise UsageError("--presign needs an s3://, gs:// or az:// input")
     options: dict[str, Any] = {
         "version": args.pipeline_version,
         "page_range": args.page_range,
         "output_format": args.output_format,
     }
     options = {k: v for k, v in options.items() if v is not None}
-    out_dir = Path(args.out)
+    out_dir: Path | str = args.out if is_object_url(args.out) else Path(args.out)
     target = _local_target(args) if args.local else _remote_target(args)
     display = _display(args)
     record = RunRecord()
@@ -326,14 +350,14 @@ async def _run(args: argparse.Namespace) -> int:
             recursive = not args.no_recursive
             with signals:
                 async with counting(
-                    paths,
+                    [] if remote else paths,
                     pattern=args.pattern,
                     recursive=recursive,
                     out_dir=out_dir,
                     on_total=display.set_total,
                 ):
                     summary = await api.process_paths(
-                        paths,
+                        list(args.paths),
                         pipeline_id,
                         out_dir,
                         concurrency=args.concurrency,
@@ -346,6 +370,7 @@ async def _run(args: argparse.Namespace) -> int:
                         control=control,
                         resubmit_ambiguous=args.resubmit_ambiguous,
                         check_setup=not args.no_check_setup,
+                        presign=args.presign,
                         **options,
                     )
         except SetupError as err:

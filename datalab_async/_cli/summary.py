@@ -66,7 +66,10 @@ def summary_rows(summary: FolderSummary) -> list[tuple[str, str]]:
         ("pages", str(summary.pages)),
         ("time", f"{format_duration(summary.elapsed)} ({_rate(summary):.1f} docs/s)"),
         ("results", str(summary.out_dir)),
-        ("manifest", str(summary.manifest_path)),
+        (
+            "manifest",
+            str(summary.manifest_path or "(none: one state object per document)"),
+        ),
     ]
     return rows
 
@@ -168,5 +171,5 @@ def summary_json(summary: FolderSummary, record: RunRecord, **extra: Any) -> dic
         "elapsed": round(summary.elapsed, 3),
         "docs_per_second": round(_rate(summary), 3),
         "out_dir": str(summary.out_dir),
-        "manifest": str(summary.manifest_path),
+        "manifest": str(summary.manifest_path) if summary.manifest_path else None,
     }

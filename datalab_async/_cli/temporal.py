@@ -98,8 +98,20 @@ def add_parser(subparsers: Subparsers) -> None:
         "again with the same --workflow-id attaches to the running workflow.",
     )
     run.add_argument("pipeline_id", metavar="PIPELINE_ID")
-    run.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or URLs")
-    run.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    run.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files, folders, URLs or one s3:// gs:// az:// prefix",
+    )
+    run.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder or s3:// gs:// az:// prefix"
+    )
+    run.add_argument(
+        "--presign",
+        action="store_true",
+        help="object-store input: send presigned URLs (valid 1 h) instead of the bytes",
+    )
     run.add_argument(
         "--workflow-id", metavar="ID", help="default: derived from the pipeline and --out"
     )
@@ -212,20 +224,21 @@ async def _worker(args: argparse.Namespace) -> int:
 # -- run -------------------------------------------------------------------------------------
 
 
-def _default_workflow_id(pipeline_id: str, out_dir: Path) -> str:
+def _default_workflow_id(pipeline_id: str, out_dir: Path | str) -> str:
     digest = hashlib.sha256(str(out_dir).encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"datalab-{pipeline_id}-{digest}"
 
 
-def _job_from_args(args: argparse.Namespace) -> tuple[BulkRunInput, Path]:
+def _job_from_args(args: argparse.Namespace) -> tuple[BulkRunInput, Path | str]:
     """The workflow input: local paths made absolute (workers resolve them, not this shell)."""
+    from .._storage import is_object_url
     from ..temporal._activities import is_url
     from ..temporal._models import BulkRunInput
     from ..temporal._worker import check_job
 
     sources: list[str] = []
     for given in args.paths:
-        if is_url(given):
+        if is_url(given) or is_object_url(given):
             sources.append(given)
         elif not Path(given).exists():
             raise InvalidInputError(f"no such file or folder: {given}")
@@ -236,7 +249,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[BulkRunInput, Path]:
         "page_range": args.page_range,
         "output_format": args.output_format,
     }
-    out_dir = Path(args.out).absolute()
+    out_dir: Path | str = args.out if is_object_url(args.out) else Path(args.out).absolute()
     job = BulkRunInput(
         pipeline_id=args.pipeline_id,
         sources=sources,
@@ -248,6 +261,7 @@ def _job_from_args(args: argparse.Namespace) -> tuple[BulkRunInput, Path]:
         continue_every=args.continue_every,
         document_timeout=args.timeout,
         heartbeat_timeout=args.heartbeat_timeout,
+        presign=args.presign,
     )
     check_job(job)
     return job, out_dir
@@ -410,6 +424,11 @@ def _folder_summary(result: BulkRunResult, done_names: list[str]) -> FolderSumma
     files its walk left out are read from beside it.
     """
     from .._folder_manifest import FolderOutcome, FolderSummary, ignored_list_path, read_ignored
+    from .._storage import is_object_url
+
+    listing = result.listing or result.out_dir
+    # (an object-store listing's ignored files are kept beside it in the store, not read here)
+    local_listing = bool(result.listing) and not is_object_url(listing)
 
     done = done_names[: result.done] + ["..."] * max(0, result.done - len(done_names))
     failures = list(result.failures)
@@ -425,9 +444,9 @@ def _folder_summary(result: BulkRunResult, done_names: list[str]) -> FolderSumma
         pending=("...",) * result.not_started,
         pages=result.pages,
         elapsed=result.elapsed,
-        out_dir=Path(result.out_dir),
-        manifest_path=Path(result.listing or result.out_dir),
-        ignored=read_ignored(ignored_list_path(Path(result.listing))) if result.listing else (),
+        out_dir=result.out_dir if is_object_url(result.out_dir) else Path(result.out_dir),
+        manifest_path=None if is_object_url(listing) else Path(listing),
+        ignored=read_ignored(ignored_list_path(Path(listing))) if local_listing else (),
     )
 
 

@@ -36,6 +36,7 @@ from .._policy import (
 )
 from .._protocol import pipelines as proto
 from .._protocol.validation import URL_PREFIXES, validate_id
+from .._storage import is_object_url
 from .setup import SetupMixin
 from .watch import RunTracker, WatchMixin
 
@@ -54,7 +55,9 @@ def _bytes_repr(data: bytes | None) -> str:
 
 @attrs.frozen
 class DocumentSource:
-    """One input document: a local ``path``, a ``url`` (http(s) or ``datalab://``), or ``data``.
+    """One input document: a local ``path``, a ``url`` (http(s) or ``datalab://``, fetched by
+    the service; or ``s3://`` / ``gs://`` / ``az://``, streamed from the store by this client:
+    the ``cloud`` extra), or ``data``.
 
     ``name`` is the file name sent with ``data`` and the label used in outcomes and logs.
     """
@@ -77,7 +80,7 @@ class DocumentSource:
         if isinstance(item, str):
             if not item.strip():
                 raise InvalidInputError("an empty string is not a document", field="source")
-            if item.lower().startswith(URL_PREFIXES):
+            if item.lower().startswith(URL_PREFIXES) or is_object_url(item):
                 name = item.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or item
                 return cls(name=name, url=item)
             return cls(name=Path(item).name or item, path=Path(item))
@@ -101,6 +104,10 @@ class DocumentSource:
         """The document arguments of ``run_pipeline`` for this source."""
         if self.path is not None:
             return {"file_path": self.path}
+        if self.url is not None and is_object_url(self.url):
+            from .._storage._object import object_stream
+
+            return {"file": object_stream(self.url), "filename": self.name}
         if self.url is not None:
             return {"file_url": self.url}
         if self.data is not None:

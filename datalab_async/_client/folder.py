@@ -7,13 +7,17 @@ document is: ``run`` → manifest ``submitted`` (with the execution id, flushed 
 wait → fetch the step results → write them → manifest ``completed`` / ``failed``. A re-run skips
 completed documents, and for one submitted but never finished (crash, Ctrl-C, timeout) it waits
 on the recorded execution instead of submitting the document a second time.
+
+Inputs and outputs go through ``datalab_async._storage`` (a ``Source`` and a ``Sink``): a folder
+with its manifest, or an object-store prefix with one state object per document; the job below
+is the same for both.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,24 +34,15 @@ from .._errors import (
     WaitTimeoutError,
 )
 from .._folder_manifest import (
-    MANIFEST_NAME,
     DocState,
     FileFingerprint,
-    FolderEntry,
     FolderOutcome,
     FolderSummary,
     IgnoredFile,
-    Manifest,
     config_fingerprint,
-    copy_results,
     count_pages,
     describe_error,
     execution_failure,
-    fingerprint_file,
-    read_marker,
-    replay_manifest,
-    unique_entries,
-    write_results,
 )
 from .._models import ExecutionStatus, PipelineExecution
 from .._policy import (
@@ -60,8 +55,10 @@ from .._policy import (
     run_bounded,
 )
 from .._policy.control import JobControl
+from .._policy.threads import CoalescedFlush
 from .._protocol import pipelines as proto
 from .._protocol.validation import validate_id
+from .._storage import Document, Sink, Source, is_object_url, open_sink, open_source
 from .setup import SetupMixin
 from .submit import PendingRun, expected_for
 from .watch import RunTracker, WatchMixin
@@ -102,7 +99,7 @@ class _Tally:
     pages: int = 0
 
     def summary(
-        self, elapsed: float, out_dir: Path, manifest_path: Path, *, interrupted: bool
+        self, elapsed: float, out_dir: Path | str, manifest_path: Path | None, *, interrupted: bool
     ) -> FolderSummary:
         return FolderSummary(
             done=tuple(self.done),
@@ -124,7 +121,7 @@ class _Tally:
 class _Work:
     """One unit for the pool: a fresh document, or one to resume by execution id."""
 
-    entry: FolderEntry
+    entry: Document
     fingerprint: FileFingerprint | None
     resume_id: str | None = None
     intent: DocState | None = None  # a POST another job started and never recorded an answer
@@ -161,8 +158,8 @@ class _Job:
         client: WatchMixin,
         *,
         pipeline_id: str,
-        out_dir: Path,
-        manifest: Manifest,
+        source: Source,
+        sink: Sink,
         states: dict[str, DocState],
         known: set[str],
         config: str,
@@ -176,8 +173,9 @@ class _Job:
     ) -> None:
         self.client = client
         self.pipeline_id = pipeline_id
-        self.out_dir = out_dir
-        self.manifest = manifest
+        self.source = source
+        self.sink = sink
+        self._flush = CoalescedFlush(lambda: sink.written, sink.flush)
         self.states = states
         self.config = config
         self.run_options = run_options
@@ -206,8 +204,9 @@ class _Job:
             self.on_event(FolderEvent(relative, kind, **fields))
 
     async def durable(self) -> None:
-        """fsync the manifest (in a thread), coalescing concurrent callers into one fsync."""
-        await self.manifest.sync()
+        """Make the records written so far durable (fsync the manifest, or write the state
+        objects), coalescing concurrent callers into one flush."""
+        await self._flush()
 
     def fail(
         self,
@@ -262,7 +261,7 @@ class _Job:
             else:
                 state.status, state.candidates = "ambiguous", verdict.candidates
                 state.reason = _ambiguous_reason(verdict.why, verdict.candidates)
-                self.manifest.record(
+                self.sink.record(
                     "ambiguous",
                     relative,
                     self.config,
@@ -296,7 +295,7 @@ class _Job:
         if verdict.action == "send":
             return attrs.evolve(item, intent=None)
         reason = _ambiguous_reason(verdict.why, verdict.candidates)
-        self.manifest.record(
+        self.sink.record(
             "ambiguous", relative, self.config, candidates=list(verdict.candidates), reason=reason
         )
         self.fail(relative, reason)
@@ -304,28 +303,20 @@ class _Job:
 
     # -- planning ----------------------------------------------------------------------------
 
-    async def plan(self, entries: Iterator[FolderEntry]) -> AsyncIterator[_Work]:
+    async def plan(self, entries: AsyncIterator[Document]) -> AsyncIterator[_Work]:
         """Decide per document: skip (done), resume (submitted, unfinished), report (ambiguous)
         or submit. Stops yielding once the job is asked to stop."""
-        for entry in entries:
+        async for entry in entries:
             if self.control.stopping:
                 return
             state = self.states.get(entry.relative)
             if state is None:
                 # Not in this folder's manifest: a job that keeps each document's state beside
-                # its results (Temporal) may have been here.
-                state = await anyio.to_thread.run_sync(read_marker, self.out_dir, entry.relative)
+                # its results (Temporal; every object-store output) may have been here.
+                state = await self.sink.state(entry.relative)
             fingerprint: FileFingerprint | None = None
             if state is not None and state.config == self.config:
-                same = False
-                try:
-                    info = os.stat(entry.path)
-                    same = state.same_file(info.st_size, info.st_mtime_ns)
-                    if not same and state.sha256 is not None:
-                        fingerprint = await anyio.to_thread.run_sync(fingerprint_file, entry.path)
-                        same = fingerprint.sha256 == state.sha256
-                except OSError:
-                    same = False
+                same, fingerprint = await self.source.compare(entry, state)
                 if same and state.status == "completed":
                     self.tally.skipped.append(entry.relative)
                     self.emit(entry.relative, "skipped", execution_id=state.execution_id)
@@ -361,6 +352,12 @@ class _Job:
                 # Cancelled from outside (not by a stop): let the POSTs on the wire finish.
                 self.control.drain()
                 raise
+            finally:
+                if self.sink.buffered:
+                    # The outcome is stored before the slot frees (state objects are written
+                    # here; a journal's lines already reached the OS).
+                    with anyio.CancelScope(shield=True):
+                        await self.durable()
         if scope.cancelled_caught:
             self.tally.pending.append(relative)
 
@@ -388,20 +385,15 @@ class _Job:
         await self._submit(item, deadline)
 
     async def _submit(self, item: _Work, deadline: float) -> None:
-        relative, path = item.entry.relative, item.entry.path
+        relative = item.entry.relative
         if self.pace is not None:
             await self.pace.acquire()
         self.emit(relative, "queued")
         try:
             fingerprint = item.fingerprint
             if fingerprint is None:
-                fingerprint = await anyio.to_thread.run_sync(fingerprint_file, path)
-            request = proto.run_pipeline(
-                self.pipeline_id,
-                file_path=path,
-                allow_any_file_type=True,  # the walk already chose which files to send
-                **self.run_options,
-            )
+                fingerprint = await self.source.fingerprint(item.entry)
+            request = await self.source.request(item.entry, self.pipeline_id, self.run_options)
         except Exception as err:
             self._record_failure(relative, err)
             return
@@ -449,7 +441,7 @@ class _Job:
         The POST runs shielded from stops and cancellation, up to the drain deadline, so an
         interrupt lets it finish and records its answer."""
         started = time.time()
-        self.manifest.record(
+        self.sink.record(
             "intent",
             relative,
             self.config,
@@ -459,7 +451,7 @@ class _Job:
             mtime_ns=fingerprint.mtime_ns,
             started=started,
             server_started=self.client.server_clock(started),
-            expected=expected_for(request),
+            expected=_recordable(expected_for(request)),
         )
         with self.control.posting():
             await self.durable()
@@ -470,7 +462,7 @@ class _Job:
             except APIStatusError as err:
                 if not is_ambiguous_create_failure(err):
                     # Refused (4xx, 429, 503): nothing was created; the intent is void.
-                    self.manifest.record("refused", relative, self.config, status=err.status_code)
+                    self.sink.record("refused", relative, self.config, status=err.status_code)
                 raise
             tracker.execution = execution
             self._record_submitted(
@@ -487,7 +479,7 @@ class _Job:
     def _record_submitted(self, relative: str, execution_id: str, **fields: Any) -> None:
         """The answer to a document's run (``fields``: what is known of the file), recorded
         before anything else is done with it."""
-        self.manifest.record(
+        self.sink.record(
             "submitted",
             relative,
             self.config,
@@ -507,7 +499,7 @@ class _Job:
         if original.execution_id is None and original.failure is None:
             return False  # it never ran (refused, interrupted): this one is sent itself
         if original.failure is not None:
-            self.manifest.record(
+            self.sink.record(
                 "failed",
                 relative,
                 self.config,
@@ -518,10 +510,8 @@ class _Job:
             )
             self.fail(relative, f"{original.failure} (same content as {original.relative})")
             return True
-        files = await anyio.to_thread.run_sync(
-            copy_results, self.out_dir, original.relative, relative, list(original.files)
-        )
-        self.manifest.record(
+        files = await self.sink.copy_results(original.relative, relative, list(original.files))
+        self.sink.record(
             "completed",
             relative,
             self.config,
@@ -546,7 +536,7 @@ class _Job:
         ):
             return
         reason = describe_error(error)
-        self.manifest.record("failed", relative, self.config, reason=reason)
+        self.sink.record("failed", relative, self.config, reason=reason)
         self.fail(relative, reason, error=error)
 
     def _record_ambiguous(
@@ -554,7 +544,7 @@ class _Job:
     ) -> None:
         """The POST may have created an execution: never sent again blind."""
         reason = describe_error(error)
-        self.manifest.record(
+        self.sink.record(
             "ambiguous",
             relative,
             self.config,
@@ -602,9 +592,7 @@ class _Job:
                     relative, "progress", execution_id=state.execution_id, execution=state
                 ),
             )
-            files = await anyio.to_thread.run_sync(
-                write_results, self.out_dir, relative, execution, tracker.results
-            )
+            files = await self.sink.write_results(relative, execution, tracker.results)
         except NotFoundError:
             raise
         except Exception as err:
@@ -628,7 +616,7 @@ class _Job:
         execution_id = execution.execution_id
         if execution.status is ExecutionStatus.COMPLETED:
             pages = count_pages(results)
-            self.manifest.record(
+            self.sink.record(
                 "completed",
                 relative,
                 self.config,
@@ -650,7 +638,7 @@ class _Job:
             self.emit(relative, "done", execution_id=execution_id, pages=pages)
         else:
             reason = execution_failure(execution)
-            self.manifest.record(
+            self.sink.record(
                 "failed",
                 relative,
                 self.config,
@@ -662,6 +650,15 @@ class _Job:
             if original is not None:
                 original.execution_id, original.failure = execution_id, reason
             self.fail(relative, reason, execution_id)
+
+
+def _recordable(expected: dict[str, Any]) -> dict[str, Any]:
+    """What an intent may record of the expected input: never a presigned URL (its signature
+    is a credential); without it a reconciliation tells executions apart by time alone."""
+    url = expected.get("file_url")
+    if isinstance(url, str) and "?" in url:
+        return {k: v for k, v in expected.items() if k != "file_url"}
+    return expected
 
 
 def _ambiguous_reason(why: str, candidates: tuple[str, ...]) -> str:
@@ -695,6 +692,7 @@ class FolderMixin(WatchMixin, SetupMixin):
         resubmit_ambiguous: bool = False,
         check_setup: bool = True,
         stop_on_setup_error: bool = True,
+        presign: bool = False,
         **run_options: Any,
     ) -> FolderSummary:
         """Run ``pipeline_id`` on every supported document under ``folder``; results to disk.
@@ -736,12 +734,20 @@ class FolderMixin(WatchMixin, SetupMixin):
         for ``poll.give_up_after`` seconds. Documents not processed are left out of the
         manifest (a re-run once it is fixed does them); ``SetupError.summary`` holds the
         partial summary.
+
+        ``folder`` and ``out_dir`` may be object-store prefixes (``s3://bucket/prefix/``,
+        ``gs://…``, ``az://…``; the ``cloud`` extra): objects are listed lazily and streamed
+        into the uploads (``presign=True`` sends presigned URLs instead), results are written
+        as objects in the same layout, and the resume state is one state object per document
+        (no journal). A missing bucket, denied access or refused credentials raise
+        ``StorageError`` before any document is submitted.
         """
-        root = Path(folder)
-        if not await anyio.Path(root).is_dir():
-            raise InvalidInputError(f"{str(root)!r} is not a folder", field="folder")
+        if not is_object_url(folder):
+            root = Path(os.fspath(folder).removeprefix("file://"))
+            if not await anyio.Path(root).is_dir():
+                raise InvalidInputError(f"{str(root)!r} is not a folder", field="folder")
         return await self.process_paths(
-            [root],
+            [folder],
             pipeline_id,
             out_dir,
             concurrency=concurrency,
@@ -756,6 +762,7 @@ class FolderMixin(WatchMixin, SetupMixin):
             resubmit_ambiguous=resubmit_ambiguous,
             check_setup=check_setup,
             stop_on_setup_error=stop_on_setup_error,
+            presign=presign,
             **run_options,
         )
 
@@ -777,6 +784,7 @@ class FolderMixin(WatchMixin, SetupMixin):
         resubmit_ambiguous: bool = False,
         check_setup: bool = True,
         stop_on_setup_error: bool = True,
+        presign: bool = False,
         **run_options: Any,
     ) -> FolderSummary:
         """``process_folder`` over several files and folders (the CLI's ``run``).
@@ -785,9 +793,15 @@ class FolderMixin(WatchMixin, SetupMixin):
         its own name as the first component of its documents' paths and each file its name.
         Files named explicitly are taken whatever their type or location.
         """
-        inputs = await _checked_arguments(paths, pipeline_id, concurrency, timeout, run_options)
+        _checked_arguments(pipeline_id, concurrency, timeout, run_options)
         pace = document_pace(max_per_second)
         control = control if control is not None else JobControl()
+        sink = open_sink(out_dir)
+        source = open_source(
+            paths, pattern=pattern, recursive=recursive, exclude=sink.exclude(), presign=presign
+        )
+        # Storage errors (no such folder, bucket, access, credentials) before any request.
+        await source.check()
         if check_setup:
             await self._preflight(pipeline_id)  # SetupError before anything is written
         breaker = self._circuit_breaker(
@@ -795,14 +809,12 @@ class FolderMixin(WatchMixin, SetupMixin):
         )
 
         started = time.monotonic()
-        target, manifest, states, known = await anyio.to_thread.run_sync(
-            _prepare, Path(out_dir), resume
-        )
+        states, known = await sink.open(resume=resume)
         job = _Job(
             self,
             pipeline_id=pipeline_id,
-            out_dir=target,
-            manifest=manifest,
+            source=source,
+            sink=sink,
             states=states,
             known=known,
             config=config_fingerprint(pipeline_id, run_options),
@@ -818,9 +830,7 @@ class FolderMixin(WatchMixin, SetupMixin):
         try:
             with control.document():
                 await job.reconcile_intents()
-            entries = unique_entries(
-                inputs, pattern, recursive, exclude=[target], ignored=job.tally.ignored
-            )
+            entries = source.documents(job.tally.ignored)
             work = breaker.admitting(job.document, self._probe(pipeline_id))
             await breaker.run(
                 self._policy,
@@ -829,12 +839,11 @@ class FolderMixin(WatchMixin, SetupMixin):
             )
         finally:
             with anyio.CancelScope(shield=True):
-                try:
-                    await anyio.to_thread.run_sync(manifest.fsync)
-                finally:
-                    manifest.close()
+                await sink.close()
+        manifest = Path(sink.manifest_path) if sink.manifest_path else None
+        where = sink.location if is_object_url(sink.location) else Path(sink.location)
         summary = job.tally.summary(
-            time.monotonic() - started, target, manifest.path, interrupted=control.stopping
+            time.monotonic() - started, where, manifest, interrupted=control.stopping
         )
         if breaker.error is not None:
             breaker.error.summary = summary
@@ -842,14 +851,13 @@ class FolderMixin(WatchMixin, SetupMixin):
         return summary
 
 
-async def _checked_arguments(
-    paths: Sequence[str | os.PathLike[str]],
+def _checked_arguments(
     pipeline_id: str,
     concurrency: int,
     timeout: float | None,  # noqa: ASYNC109 - only checked here, per document later
     run_options: dict[str, Any],
-) -> list[Path]:
-    """Every argument checked locally, before any request; the input paths."""
+) -> None:
+    """Every argument checked locally, before any request."""
     validate_id(pipeline_id, "pipeline_id")
     check_concurrency(concurrency)
     unknown = set(run_options) - proto.RUN_OPTIONS
@@ -859,28 +867,5 @@ async def _checked_arguments(
         )
     if timeout is not None:
         deadline_after(timeout)
-    inputs = [Path(p) for p in paths]
-    if not inputs:
-        raise InvalidInputError("no files or folders given", field="paths")
-    for path in inputs:
-        if not await anyio.Path(path).exists():
-            raise InvalidInputError(f"no such file or folder: {str(path)!r}", field="paths")
     # Check the options locally now rather than once per document.
     proto.validate_run_options(pipeline_id, run_options)
-    return inputs
-
-
-def _prepare(
-    out_dir: Path, resume: bool
-) -> tuple[Path, Manifest, dict[str, DocState], set[str]]:
-    """Create ``out_dir``, read its manifest and open it for appending: the folder, the
-    manifest, the documents' states (empty unless resuming) and every execution id recorded
-    (known even without ``resume``: a reconciliation must rule them out)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = Path(os.path.realpath(out_dir))
-    manifest = Manifest(target / MANIFEST_NAME)
-    states, known = replay_manifest(manifest.path)
-    if not resume:
-        states = {}
-    manifest.open()
-    return target, manifest, states, known

@@ -1,14 +1,14 @@
-"""Blocking iterators read off the event loop: a folder walk (``scandir``, ``stat``,
-``realpath``) of 100,000 files must not stall the requests in flight."""
+"""Blocking work kept off the event loop: iterators read in a worker thread (a folder walk of
+100,000 files must not stall the requests in flight), and flushes coalesced across callers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import anyio
 
-__all__ = ["iterate_in_thread"]
+__all__ = ["CoalescedFlush", "iterate_in_thread"]
 
 T = TypeVar("T")
 
@@ -34,3 +34,29 @@ async def iterate_in_thread(items: Iterator[T], *, batch: int = 256) -> AsyncIte
             yield item
         if len(chunk) < batch:
             return
+
+
+class CoalescedFlush:
+    """Make writes durable with as few flushes as possible: a caller waits until a flush that
+    started after its writes has finished; concurrent callers share one.
+
+    ``written()`` counts the writes so far; ``flush()`` makes every write so far durable (an
+    fsync in a thread, or pending objects stored).
+    """
+
+    def __init__(self, written: Callable[[], int], flush: Callable[[], Awaitable[None]]) -> None:
+        self._written = written
+        self._flush = flush
+        self._lock: anyio.Lock | None = None
+        self._done = 0
+
+    async def __call__(self) -> None:
+        target = self._written()
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if self._done >= target:
+                return
+            written = self._written()
+            await self._flush()
+            self._done = written

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import time
 import uuid
 from collections import defaultdict
@@ -77,10 +76,11 @@ from .._errors import (
 from .._folder_manifest import (
     FileFingerprint,
     FolderEntry,
+    IgnoredFile,
     Manifest,
     describe_error,
     fingerprint_file,
-    inside,
+    walk_folder,
 )
 from .._policy import check_concurrency, is_ambiguous_create_failure, poll_states, run_bounded
 from .._protocol.validation import validate_id
@@ -270,44 +270,6 @@ def _matches(relative: str, pattern: str | None) -> bool:
     return fnmatch.fnmatchcase(target, pattern)
 
 
-def _walk(root: Path, prefix: str, recursive: bool) -> Iterator[tuple[str, Path, str | None]]:
-    """``(relative, path, problem)`` for every file under ``root`` in sorted order; ``problem``
-    is set for a symlink leading out of ``root``. Symlinked folders are never entered."""
-    real_root = Path(os.path.realpath(root))
-    stack: list[tuple[Iterator[os.DirEntry[str]], str]] = []
-
-    def enter(folder: str, at: str) -> None:
-        try:
-            with os.scandir(folder) as it:
-                stack.append((iter(sorted(it, key=lambda e: e.name)), at))
-        except OSError:
-            pass
-
-    enter(os.fspath(root), prefix)
-    while stack:
-        listing, at = stack[-1]
-        entry = next(listing, None)
-        if entry is None:
-            stack.pop()
-            continue
-        relative = at + entry.name
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                if recursive:
-                    enter(entry.path, relative + "/")
-                continue
-            if entry.is_symlink():
-                target = os.path.realpath(entry.path)
-                if not inside(real_root, Path(target)) or not os.path.isfile(target):
-                    yield relative, Path(entry.path), "symlink leading out of the folder"
-                    continue
-            elif not stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
-                continue
-        except OSError:
-            continue
-        yield relative, Path(entry.path), None
-
-
 def _entries(
     paths: Sequence[Path],
     *,
@@ -322,19 +284,30 @@ def _entries(
     seen: dict[str, int] = {}
     single_folder = len(paths) == 1 and paths[0].is_dir()
     exts = {e.lower().lstrip(".") for e in extensions}
+
+    def accept(name: str) -> str | None:
+        if name == MANIFEST_NAME:
+            return None  # dropped below, not reported
+        ext = os.path.splitext(name)[1].lower().lstrip(".")
+        return None if ext in exts else f"not a document type Dify indexes (.{ext or '(none)'})"
+
     for path in paths:
-        found: Iterable[tuple[str, Path, str | None]]
+        found: Iterable[FolderEntry]
+        walked: list[IgnoredFile] = []
+        prefix = ""
         if path.is_dir():
+            # The one folder walk (symlinks, order, unreadable folders) with Dify's types.
             prefix = "" if single_folder else (path.resolve().name or "root") + "/"
-            found = _walk(path, prefix, recursive)
+            # (the pattern applies to the laid-out path, prefix included: checked below)
+            found = walk_folder(path, recursive=recursive, ignored=walked, accept=accept)
         else:
-            found = [(path.name, path, None)]
-        for relative, file, problem in found:
+            found = [FolderEntry(path.name, path)]
+        for walked_entry in found:
+            _left_out(ignored, walked, prefix, pattern)
+            relative, file = prefix + walked_entry.relative, walked_entry.path
             if not _matches(relative, pattern) or file.name == MANIFEST_NAME:
                 continue
-            ext = os.path.splitext(file.name)[1].lower().lstrip(".")
-            if problem is None and ext not in exts:
-                problem = f"not a document type Dify indexes (.{ext or '(none)'})"
+            problem = accept(file.name) if not path.is_dir() else None
             if problem is None:
                 try:
                     size = file.stat().st_size
@@ -350,6 +323,17 @@ def _entries(
             count = seen.get(relative, 0) + 1
             seen[relative] = count
             yield FolderEntry(relative if count == 1 else f"{relative}~{count}", file)
+        _left_out(ignored, walked, prefix, pattern)
+
+
+def _left_out(
+    ignored: list[tuple[str, str]], walked: list[IgnoredFile], prefix: str, pattern: str | None
+) -> None:
+    """Move what the walk left out (and ``pattern`` matches) into ``ignored``."""
+    ignored.extend(
+        (prefix + i.relative, i.reason) for i in walked if _matches(prefix + i.relative, pattern)
+    )
+    walked.clear()
 
 
 # -- the manifest ------------------------------------------------------------------------------

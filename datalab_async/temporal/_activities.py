@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -59,6 +61,7 @@ from .._folder_manifest import (
 from .._models import ExecutionStatus, PipelineExecution
 from .._models.events import ExecutionStatusChanged
 from .._protocol.validation import URL_PREFIXES
+from .._storage import is_object_url
 from ._models import (
     Awaited,
     AwaitInput,
@@ -111,6 +114,15 @@ class DatalabActivities:
     @activity.defn(name="datalab_list")
     async def list_sources(self, job: ListInput) -> Listing:
         """Write the snapshot of documents to process; where it is and how many."""
+        if is_object_url(job.out_dir) or any(is_object_url(s) for s in job.sources):
+            sink = self.sinks(job.out_dir) if job.pipeline_id else None
+            async with _heartbeating(lambda: {"listing": job.name}):
+                try:
+                    return await _write_stored_listing(job, sink)
+                except InvalidInputError as err:
+                    raise ApplicationError(
+                        str(err), type=type(err).__name__, non_retryable=True
+                    ) from None
         out = Path(job.out_dir)
         target = out / LISTING_DIR / f"{_safe_name(job.name)}.jsonl"
         sink = self.sinks(job.out_dir)
@@ -121,6 +133,8 @@ class DatalabActivities:
     @activity.defn(name="datalab_page")
     async def read_page(self, request: PageInput) -> Page:
         """Up to ``limit`` entries of a listing from byte ``offset``."""
+        if is_object_url(request.listing):
+            return await _read_stored_page(request)
         return await anyio.to_thread.run_sync(_read_page, request)
 
     # -- submit ------------------------------------------------------------------------------
@@ -137,7 +151,7 @@ class DatalabActivities:
         """
         info = activity.info()
         async with _heartbeating(lambda: {"relative": request.relative, "phase": "submit"}):
-            expected = await anyio.to_thread.run_sync(_expected_input, request)
+            expected = await _expected(request)
             config = config_fingerprint(request.pipeline_id, request.run_options)
             sink = self.sinks(request.out_dir) if request.out_dir else None
             prior = await sink.state(request.relative) if sink is not None else None
@@ -217,7 +231,7 @@ class DatalabActivities:
             if request.url
             else {"file_path": request.source, "allow_any_file_type": True}
         )
-        file = await anyio.to_thread.run_sync(_file_fields, request)
+        file = await _fields(request)
         if sink is not None:
             started = time.time()
             await sink.mark(
@@ -230,9 +244,18 @@ class DatalabActivities:
                 **file,
             )
         try:
-            execution = await self.client.run_pipeline(
-                request.pipeline_id, **source, **request.run_options
-            )
+            if is_object_url(request.source):
+                from .._storage._object import head_entry
+
+                store, entry = await head_entry(
+                    request.source, request.relative, presign=request.presign
+                )
+                run = await store.request(entry, request.pipeline_id, dict(request.run_options))
+                execution = await self.client._submit_run(run, request.pipeline_id)
+            else:
+                execution = await self.client.run_pipeline(
+                    request.pipeline_id, **source, **request.run_options
+                )
         except DatalabError as err:
             raise _submit_failure(err) from err
         if sink is not None:
@@ -360,6 +383,37 @@ def _expected_input(request: SubmitInput) -> dict[str, Any]:
     return {"filename": os.path.basename(request.source), "file_size": size}
 
 
+async def _expected(request: SubmitInput) -> dict[str, Any]:
+    """``_expected_input``, for an object too (its name and size from a HEAD)."""
+    if not is_object_url(request.source):
+        return await anyio.to_thread.run_sync(_expected_input, request)
+    from .._storage._object import head_entry
+
+    try:
+        _, entry = await head_entry(request.source, request.relative)
+    except InvalidInputError as err:
+        raise ApplicationError(str(err), type="StorageError", non_retryable=True) from None
+    if request.presign:
+        # The service reports the signed URL it fetched, which is a credential and is never
+        # recorded: executions are told apart by time alone.
+        return {}
+    return {"filename": entry.key.rsplit("/", 1)[-1], "file_size": entry.size}
+
+
+async def _fields(request: SubmitInput) -> dict[str, Any]:
+    """``_file_fields``, for an object too (size, version and entity tag)."""
+    if not is_object_url(request.source):
+        return await anyio.to_thread.run_sync(_file_fields, request)
+    from .._storage._object import head_entry
+
+    try:
+        source, entry = await head_entry(request.source, request.relative)
+    except InvalidInputError:
+        return {}
+    fingerprint = await source.fingerprint(entry)
+    return {"size": entry.size, "mtime_ns": entry.mtime_ns, "sha256": fingerprint.sha256}
+
+
 def _file_fields(request: SubmitInput) -> dict[str, Any]:
     """Size and mtime of a local source, for the state record (a changed file is new)."""
     if request.url:
@@ -442,6 +496,103 @@ def _write_listing(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
     return Listing(str(target), total, len(ignored), skipped)
+
+
+async def _write_stored_listing(job: ListInput, sink: ResultSink | None) -> Listing:
+    """``_write_listing`` where an object store is involved: the documents of one
+    object-store prefix (and any local paths or URLs), finished ones left out by their state
+    objects; the listing is written beside the results (an object when ``out_dir`` is one),
+    spooled through a bounded temporary buffer so memory stays flat."""
+    from .._storage._object import ObjectEntry, ObjectSource, object_url, put_object
+
+    config = config_fingerprint(job.pipeline_id or "", job.run_options)
+    ignored: list[IgnoredFile] = []
+    total = skipped = 0
+    prefixes = [s for s in job.sources if is_object_url(s)]
+    if len(prefixes) > 1:
+        raise InvalidInputError("give one object-store URL per run", field="sources")
+    buffer = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+    with buffer:
+
+        async def keep(entry: PageEntry, finished: bool) -> None:
+            nonlocal total, skipped
+            if finished:
+                skipped += 1
+                return
+            record = {"r": entry.relative, "s": entry.source, "u": entry.url}
+            buffer.write(json_line(record).encode("utf-8"))
+            total += 1
+
+        for url in prefixes:
+            source = ObjectSource(
+                url, pattern=job.pattern, recursive=job.recursive, exclude=[job.out_dir]
+            )
+            await source.check()
+            async for document in source.documents(ignored):
+                assert isinstance(document, ObjectEntry)
+                entry = PageEntry(document.relative, object_url(source, document))
+                state = await sink.state(document.relative) if sink is not None else None
+                finished = (
+                    state is not None
+                    and state.status == "completed"
+                    and state.config == config
+                    and (await source.compare(document, state))[0]
+                )
+                await keep(entry, finished)
+        others = dataclasses.replace(job, sources=[s for s in job.sources if not is_object_url(s)])
+        if others.sources:
+            # (the walk leaves out a local output folder; an object-store one is not on disk)
+            out = Path(os.devnull) if is_object_url(job.out_dir) else Path(job.out_dir)
+            for entry in _entries(others, out, ignored):
+                state = await sink.state(entry.relative) if sink is not None else None
+                await keep(entry, _finished(entry, state, config))
+        buffer.seek(0)
+        name = f"{_safe_name(job.name)}.jsonl"
+        if is_object_url(job.out_dir):
+            target = f"{job.out_dir.rstrip('/')}/{LISTING_DIR}/{name}"
+            await put_object(target, buffer.read())
+            if ignored:
+                lines = "".join(
+                    json_line({"r": i.relative, "why": i.reason}) for i in ignored
+                ).encode("utf-8")
+                await put_object(f"{target}.ignored.jsonl", lines)
+        else:
+            path = Path(job.out_dir) / LISTING_DIR / name
+            data = buffer.read()
+
+            def write() -> None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+                write_ignored(ignored_list_path(path), ignored)
+
+            await anyio.to_thread.run_sync(write)
+            target = str(path)
+    return Listing(target, total, len(ignored), skipped)
+
+
+async def _read_stored_page(request: PageInput) -> Page:
+    """``_read_page`` for a listing object: ranged reads from ``offset``."""
+    from .._storage._object import read_range
+
+    entries: list[PageEntry] = []
+    offset = request.offset
+    pending = b""
+    while len(entries) < request.limit:
+        chunk = await read_range(request.listing, offset + len(pending), 256 * 1024)
+        if not chunk:
+            break
+        pending += chunk
+        while len(entries) < request.limit:
+            line, newline, rest = pending.partition(b"\n")
+            if not newline:
+                break
+            record = json.loads(line)
+            entries.append(PageEntry(record["r"], record["s"], bool(record.get("u"))))
+            offset += len(line) + 1
+            pending = rest
+    return Page(entries, offset if entries else request.offset)
 
 
 def _read_page(request: PageInput) -> Page:

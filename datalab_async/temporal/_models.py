@@ -90,6 +90,8 @@ class BulkRunInput:
     document_timeout: float = 3600.0
     heartbeat_timeout: float = 30.0
     state: RunState | None = None
+    #: Object-store sources: send a presigned URL as ``file_url`` (history never holds it).
+    presign: bool = False
 
 
 @dataclass
@@ -189,6 +191,7 @@ class SubmitInput:
     url: bool = False
     run_options: dict[str, Any] = field(default_factory=dict)
     out_dir: str = ""
+    presign: bool = False
 
 
 @dataclass

@@ -6,7 +6,9 @@ The local sink writes exactly what ``process_folder`` writes (``<out>/<relative>
 submitted, completed) in a small file beside its results, so a later run under any workflow
 id, or ``datalab-async run`` on the same ``--out``, skips finished documents and resumes
 started ones by the same rules as the folder manifest (which it also reads). On many machines
-``out_dir`` is a shared mount; an object store can plug in later as another ``ResultSink``.
+``out_dir`` is a shared mount, or an object-store prefix (``s3://``, ``gs://``, ``az://``):
+:class:`ObjectStoreSink` writes the same layout and one state object per document there, so
+workers need no shared folder.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .._folder_manifest import (
 )
 from .._models import PipelineExecution
 
-__all__ = ["LocalDirectorySink", "ResultSink", "sink_for"]
+__all__ = ["LocalDirectorySink", "ObjectStoreSink", "ResultSink", "sink_for"]
 
 
 class ResultSink(Protocol):
@@ -89,6 +91,40 @@ class LocalDirectorySink:
         return self._manifest.get(relative)
 
 
+class ObjectStoreSink:
+    """Results and per-document state objects under an object-store prefix (the ``cloud``
+    extra), laid out as a folder; each ``mark`` is written before it returns."""
+
+    def __init__(self, url: str) -> None:
+        from .._storage._object import ObjectSink
+
+        self.url = url
+        self._sink = ObjectSink(url)
+
+    def __repr__(self) -> str:
+        return f"ObjectStoreSink({self.url!r})"
+
+    async def write(
+        self, relative: str, execution: PipelineExecution, results: dict[int, dict[str, Any]]
+    ) -> list[str]:
+        """Put each step result object; the names relative to the prefix."""
+        return await self._sink.write_results(relative, execution, results)
+
+    async def mark(self, relative: str, event: str, config: str, **fields: Any) -> None:
+        """Replace the document's state object (durable when this returns)."""
+        self._sink.record(event, relative, config, **fields)
+        await self._sink.flush()
+
+    async def state(self, relative: str) -> DocState | None:
+        """The document's state object, if any."""
+        return await self._sink.state(relative)
+
+
 def sink_for(location: str) -> ResultSink:
-    """The sink for an output location (a directory path; URL schemes can be added here)."""
+    """The sink for an output location: a directory, or an ``s3://`` / ``gs://`` / ``az://``
+    prefix."""
+    from .._storage import is_object_url
+
+    if is_object_url(location):
+        return ObjectStoreSink(location)
     return LocalDirectorySink(location)

@@ -196,6 +196,7 @@ class BulkRunWorkflow:
                     entry.url,
                     job.run_options,
                     job.out_dir,
+                    job.presign,
                 ),
                 result_type=Submitted,
                 start_to_close_timeout=limit,
