@@ -459,7 +459,8 @@ async def test_a_rerun_after_a_stop_skips_done_work_and_resumes_started(
         stopped = await asyncio.wait_for(first.result(), 60)
         assert stopped.stopped and stopped.not_started > 0
         started = server.stats()["executions_created"]
-        assert stopped.done < started < n  # some were cancelled while running
+        # (documents in flight at the stop were cancelled, unless they had just finished)
+        assert stopped.done <= started < n
 
         second = await start_bulk_run(temporal, job, workflow_id=f"b-{queue}", task_queue=queue)
         result = await asyncio.wait_for(second.result(), 120)

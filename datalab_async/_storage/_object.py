@@ -36,14 +36,12 @@ from .._folder_manifest import (
     DocState,
     FileFingerprint,
     IgnoredFile,
-    _apply,
-    _matches,
-    _supported,
-    _unsupported_reason,
     document_key,
     json_line,
     result_payloads,
 )
+from .._folder_manifest._journal import _apply
+from .._folder_manifest._walk import _matches, _supported, _unsupported_reason
 from .._models import PipelineExecution
 from .._protocol import pipelines as proto
 from .._protocol.http import Request
