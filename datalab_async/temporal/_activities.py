@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError
 
 from .._client import AsyncDatalabClient
 from .._client.submit import PendingRun
+from .._client.workflows import safe_name
 from .._errors import (
     AmbiguousSubmissionError,
     DatalabError,
@@ -124,7 +125,7 @@ class DatalabActivities:
                         str(err), type=type(err).__name__, non_retryable=True
                     ) from None
         out = Path(job.out_dir)
-        target = out / LISTING_DIR / f"{_safe_name(job.name)}.jsonl"
+        target = out / LISTING_DIR / f"{safe_name(job.name)}.jsonl"
         sink = self.sinks(job.out_dir)
         done = getattr(sink, "state_sync", None) if job.pipeline_id else None
         async with _heartbeating(lambda: {"listing": str(target)}):
@@ -428,11 +429,6 @@ def _file_fields(request: SubmitInput) -> dict[str, Any]:
 # -- listing helpers ---------------------------------------------------------------------------
 
 
-def _safe_name(name: str) -> str:
-    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-    return cleaned.strip(".") or "run"
-
-
 def _entries(job: ListInput, out: Path, ignored: list[IgnoredFile]) -> Iterator[PageEntry]:
     paths = [Path(s) for s in job.sources if not is_url(s)]
     if paths:
@@ -547,7 +543,7 @@ async def _write_stored_listing(job: ListInput, sink: ResultSink | None) -> List
                 state = await sink.state(entry.relative) if sink is not None else None
                 await keep(entry, _finished(entry, state, config))
         buffer.seek(0)
-        name = f"{_safe_name(job.name)}.jsonl"
+        name = f"{safe_name(job.name)}.jsonl"
         if is_object_url(job.out_dir):
             target = f"{job.out_dir.rstrip('/')}/{LISTING_DIR}/{name}"
             await put_object(target, buffer.read())
