@@ -454,16 +454,18 @@ class BodyReader:
 
     async def chunk(self, size: int = -1) -> bytes:
         """The next piece of the body (up to ``size`` bytes; b"" at the end)."""
+        content = self._response.content
+        if content.is_eof():
+            # The whole body has arrived (the usual small answer): nothing to wait for, so no
+            # deadline scope (a cancel scope per read is most of this method's cost).
+            data = await content.read(size) if size > 0 else await content.readany()
+            return self._counted(data)
         budget = self._limits.read_budget(max(self._announced, self.received))
         deadline = math.inf if budget is None or not self._deadline else self._started + budget
         failure: APIConnectionError | None = None
         with anyio.CancelScope(deadline=deadline) as scope:
             try:
-                data = (
-                    await self._response.content.read(size)
-                    if size > 0
-                    else await self._response.content.readany()
-                )
+                data = await content.read(size) if size > 0 else await content.readany()
             except Exception as err:
                 failure = self._transport.connection_error(self._request, err)
                 if failure is None:
@@ -480,6 +482,9 @@ class BodyReader:
         if failure is not None:
             self._response.close()
             raise failure
+        return self._counted(data)
+
+    def _counted(self, data: bytes) -> bytes:
         self.received += len(data)
         if self.max_bytes is not None and self.received > self.max_bytes:
             self._response.close()
