@@ -113,9 +113,10 @@ class Workers:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, server: LocalDatalab, queue: str, concurrency: int = 16
+        self, server: LocalDatalab, queue: str, concurrency: int = 16, api_key: str | None = None
     ) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "DATALAB_API_KEY": server.api_key, "DATALAB_HOST": server.url}
+        key = server.api_key if api_key is None else api_key
+        env = {**os.environ, "DATALAB_API_KEY": key, "DATALAB_HOST": server.url}
         log = open(self.logs / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
         with log:
             process = subprocess.Popen(
@@ -370,6 +371,33 @@ async def test_cli_ctrl_c_stops_following_and_the_same_command_finishes_the_rest
         stats = server.stats()
         assert stats["executions_created"] == n
         assert stats["run_submissions_by_digest_duplicates"] == 0
+
+
+async def test_a_wrong_key_on_the_workers_stops_the_run_after_one_round(
+    temporal: Client, workers: Workers, queue: str, tmp_path: Path
+) -> None:
+    """Every submit would be refused: the first refusal stops the run (nothing more starts),
+    the documents stay pending for a re-run with the right key, nothing is counted failed."""
+    n, concurrency = 20, 3
+    async with LocalDatalab(step_latency=0.05) as server:
+        pipeline = server.create_pipeline_sync(["convert"])
+        make_documents(tmp_path / "in", n)
+        workers.start(server, queue, api_key="not-the-key")
+        job = BulkRunInput(
+            pipeline,
+            [str(tmp_path / "in")],
+            str(tmp_path / "out"),
+            concurrency=concurrency,
+            heartbeat_timeout=2.0,
+        )
+        handle = await start_bulk_run(temporal, job, workflow_id=f"key-{queue}", task_queue=queue)
+        result = await asyncio.wait_for(handle.result(), 60)
+        stats = server.stats()
+    assert result.stopped and result.setup_error is not None, result
+    assert result.failed == 0 and result.done == 0 and result.not_started == n
+    runs = stats["requests_by_endpoint"].get("POST /api/v1/pipelines/{pipeline_id}/run", 0)
+    assert 1 <= runs <= concurrency + 2
+    assert stats["executions_created"] == 0
 
 
 async def test_stop_lets_in_flight_documents_finish(

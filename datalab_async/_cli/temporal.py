@@ -31,6 +31,7 @@ from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_SETUP,
     EXIT_USAGE,
     GracefulSignals,
     Subparsers,
@@ -319,6 +320,15 @@ async def _run(args: argparse.Namespace) -> int:
     result = follow.result()
     console = display.console if isinstance(display, RichDisplay) else None
     print_summary(_folder_summary(result, done_names), sys.stdout, console)
+    if result.setup_error is not None:
+        print(
+            f"datalab-async: stopped on a broken setup (the workers' key, permission or "
+            f"pipeline): {result.setup_error}. Documents not submitted stay pending: fix it "
+            "and run the same command again.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_SETUP
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

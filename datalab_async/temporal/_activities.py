@@ -61,6 +61,7 @@ from .._folder_manifest import (
 )
 from .._models import ExecutionStatus, PipelineExecution
 from .._models.events import ExecutionStatusChanged
+from .._policy.breaker import setup_fault
 from .._protocol.validation import URL_PREFIXES
 from .._storage import is_object_url
 from ._models import (
@@ -78,8 +79,11 @@ from ._models import (
 )
 from ._sink import ResultSink, sink_for
 
-__all__ = ["LISTING_DIR", "DatalabActivities", "is_url"]
+__all__ = ["LISTING_DIR", "SETUP_ERROR", "DatalabActivities", "is_url"]
 
+#: The failure type of a submit refused for a reason that would refuse every document (the key,
+#: the account's permission, the pipeline): the workflow stops the run on it.
+SETUP_ERROR = "SetupError"
 #: Folder inside the output folder holding the document listings of bulk runs.
 LISTING_DIR = ".datalab-temporal"
 # Executions created this long before the first submit attempt are still checked (clock skew).
@@ -335,6 +339,8 @@ def _submit_failure(err: DatalabError) -> ApplicationError:
     """Retry only what the server refused (nothing was created); the rest is final."""
     if isinstance(err, AmbiguousSubmissionError):  # the client checked: something may exist
         return ApplicationError(describe_error(err), type="AmbiguousSubmission", non_retryable=True)
+    if setup_fault(err) is not None:  # would hit every document: the workflow stops the run
+        return ApplicationError(describe_error(err), type=SETUP_ERROR, non_retryable=True)
     refused = isinstance(err, RateLimitError) or (
         isinstance(err, ServerError) and err.status_code in (503, 529)
     )

@@ -64,6 +64,7 @@ class RunState:
     runs: int = 1
     started: float | None = None
     stop_requested: bool = False
+    setup_error: str | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
     failures_dropped: int = 0
     recent: list[DocumentEvent] = field(default_factory=list)
@@ -130,6 +131,7 @@ class BulkRunResult:
     stopped: bool = False
     skipped: int = 0
     not_started: int = 0
+    setup_error: str | None = None
 
     @property
     def ok(self) -> bool:

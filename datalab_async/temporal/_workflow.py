@@ -49,6 +49,7 @@ _EVENT_LOG = 1000  # recent events kept for the progress query
 _CARRIED_EVENTS = 200  # ... and handed to the next run by continue_as_new
 _QUERY_EVENTS = 500
 _RESULT_STATUSES = ("completed", "completed_with_errors")
+_SETUP_ERROR = "SetupError"  # temporal._activities.SETUP_ERROR (not imported into the sandbox)
 
 # Submits: the activity itself decides what may be retried (non_retryable otherwise).
 _SUBMIT_RETRY = RetryPolicy(
@@ -239,6 +240,8 @@ class BulkRunWorkflow:
         except (ActivityError, ApplicationError) as err:
             if self._cancel_in_flight and isinstance(err.cause, CancelledError):
                 self._cancelled(relative, execution_id)
+            elif _failure_type(err) == _SETUP_ERROR:
+                self._setup_broken(relative, _reason(err))
             else:
                 self._fail(relative, _reason(err), execution_id)
         except (asyncio.CancelledError, CancelledError):
@@ -273,6 +276,16 @@ class BulkRunWorkflow:
             state.failures_dropped += 1
         self._emit(relative, "failed", execution_id, reason=reason)
 
+    def _setup_broken(self, relative: str, reason: str) -> None:
+        """A submit refused for every document (key, permission, pipeline): start nothing more.
+        The document was not submitted: it counts as not started, for the re-run to do."""
+        state = self._state
+        state.launched -= 1
+        if state.setup_error is None:
+            state.setup_error = f"{relative}: {reason}"[:_MAX_REASON]
+        self._stop = True
+        state.stop_requested = True
+
     def _cancelled(self, relative: str, execution_id: str | None) -> None:
         self._state.cancelled += 1
         self._emit(relative, "failed", execution_id, reason="cancelled by a stop signal")
@@ -295,6 +308,7 @@ class BulkRunWorkflow:
             stopped=self._stop,
             skipped=state.skipped,
             not_started=max(0, (state.total or 0) - state.launched),
+            setup_error=state.setup_error,
         )
 
     def _carry(self, job: BulkRunInput) -> BulkRunInput:
@@ -303,6 +317,17 @@ class BulkRunWorkflow:
         state.recent = state.recent[-_CARRIED_EVENTS:]
         job.state = state
         return job
+
+
+def _failure_type(err: BaseException) -> str | None:
+    """The type of the ``ApplicationError`` an activity raised (the outermost one: those
+    below it are the errors it was raised from)."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type:
+            return cause.type
+        cause = cause.__cause__
+    return None
 
 
 def _reason(err: BaseException) -> str:
