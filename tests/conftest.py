@@ -115,3 +115,17 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def stop_after_submitted(control: Any, count: int) -> Callable[[Any], None]:
+    """An ``on_event`` for a folder job: ``control.stop()`` once ``count`` runs were accepted."""
+    submitted = 0
+
+    def on_event(event: Any) -> None:
+        nonlocal submitted
+        if event.kind == "submitted":
+            submitted += 1
+            if submitted == count:
+                control.stop("test")
+
+    return on_event

@@ -29,6 +29,8 @@ from datalab_async._folder_manifest import MANIFEST_NAME
 from datalab_async.local import LocalDatalab
 from datalab_async.local.samples import make_pdf
 
+from .conftest import stop_after_submitted
+
 
 class ServerThread:
     """A LocalDatalab on its own event loop in a thread, outliving the clients it serves."""
@@ -185,14 +187,7 @@ async def test_job_control_stop_drains_posts_and_returns_partial_summary(
         pipeline = server.create_pipeline_sync(["convert"])
         control = JobControl(drain_timeout=10)
         async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as client:
-            submitted = 0
-
-            def on_event(event: Any) -> None:
-                nonlocal submitted
-                if event.kind == "submitted":
-                    submitted += 1
-                    if submitted == 5:
-                        control.stop("test")
+            on_event = stop_after_submitted(control, 5)
 
             summary = await client.process_folder(
                 docs, pipeline, out, concurrency=4, control=control, on_event=on_event

@@ -32,6 +32,8 @@ from datalab_async._storage._object import _profile_provider, parse_object_url  
 from datalab_async.local import LocalDatalab  # noqa: E402
 from datalab_async.local.samples import make_pdf  # noqa: E402
 
+from .conftest import stop_after_submitted  # noqa: E402
+
 RUN = "POST /api/v1/pipelines/{pipeline_id}/run"
 
 
@@ -109,14 +111,7 @@ async def test_interrupted_run_resumes_without_duplicates(s3: Any) -> None:
         pipeline = server.create_pipeline_sync(["convert"])
         control = JobControl(drain_timeout=10)
         async with AsyncDatalabClient(api_key=server.api_key, base_url=server.url) as client:
-            submitted = 0
-
-            def on_event(event: Any) -> None:
-                nonlocal submitted
-                if event.kind == "submitted":
-                    submitted += 1
-                    if submitted == 4:
-                        control.stop("test")
+            on_event = stop_after_submitted(control, 4)
 
             first = await client.process_folder(
                 src, pipeline, out, concurrency=4, control=control, on_event=on_event

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Container, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -145,15 +144,9 @@ def expected_for(request: Request) -> dict[str, Any]:
     if part is None:
         url = next((v for k, v in multipart.fields if k == "file_url"), None)
         return expected_input(file_url=url)
-    size = part.size
-    if size is None and part.data is not None:
-        size = len(part.data)
-    if size is None and part.path is not None:
-        try:
-            size = os.stat(part.path).st_size
-        except OSError:
-            size = None
-    return expected_input(filename=part.filename, file_size=size)
+    # Paths and bytes carry their size (checked when the request was built); a stream's is
+    # unknown until sent, and the file name alone then has to do.
+    return expected_input(filename=part.filename, file_size=part.size)
 
 
 class SubmitMixin(BaseClient):
