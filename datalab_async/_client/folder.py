@@ -225,7 +225,7 @@ class _Job:
         recorded an answer for: adopt the execution it created, send it again (nothing was
         created) or mark it ambiguous. One listing of the pipeline's executions for all."""
         pending = [
-            PendingRun(relative, state.expected or {}, state.started or 0.0, state.server_started)
+            PendingRun.from_intent(relative, state)
             for relative, state in self.states.items()
             if state.status == "intent" and state.config == self.config
         ]
@@ -276,9 +276,7 @@ class _Job:
         intent left set means the document was reported and must not be sent)."""
         state, relative = item.intent, item.entry.relative
         assert state is not None
-        pending = PendingRun(
-            relative, state.expected or {}, state.started or 0.0, state.server_started
-        )
+        pending = PendingRun.from_intent(relative, state)
         try:
             verdicts, _ = await self.client._reconcile_runs(self.pipeline_id, [pending], self.known)
         except DatalabError as err:

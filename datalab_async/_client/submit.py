@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Container, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -40,6 +40,9 @@ from .._protocol.reconcile import (
     expected_input,
 )
 from ._base import BaseClient
+
+if TYPE_CHECKING:
+    from .._folder_manifest import DocState
 
 __all__ = ["PendingRun", "SubmissionLedger", "SubmitMixin", "expected_for"]
 
@@ -133,6 +136,15 @@ class PendingRun:
     expected: Mapping[str, Any]
     started: float
     server_started: float | None = None
+
+    @classmethod
+    def from_intent(
+        cls, key: str, intent: DocState, expected: Mapping[str, Any] | None = None
+    ) -> PendingRun:
+        """The run a recorded write-ahead intent stands for (``expected`` when it says none)."""
+        return cls(
+            key, intent.expected or expected or {}, intent.started or 0.0, intent.server_started
+        )
 
 
 def expected_for(request: Request) -> dict[str, Any]:

@@ -190,12 +190,7 @@ class DatalabActivities:
                 return None  # it ran and failed: a failed document is submitted again
             return Submitted(execution.execution_id, adopted=True)
         if prior.status == "intent":
-            pending = PendingRun(
-                request.relative,
-                prior.expected or expected,
-                prior.started or 0.0,
-                prior.server_started,
-            )
+            pending = PendingRun.from_intent(request.relative, prior, expected)
             return await self._reconcile(request, pending)
         return None
 
